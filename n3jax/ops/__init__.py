@@ -1,0 +1,16 @@
+"""Pure JAX core of N³Net (no Flax): distances, continuous kNN, patches and windows."""
+
+from n3jax.ops.chunking import map_query_chunks
+from n3jax.ops.distances import gather_candidates, indexed_sq_distances, pairwise_sq_distances
+from n3jax.ops.knn import (LOG1MEXP_GRAD_EPS, aggregate, continuous_knn_weights, log1mexp,
+                           mask_self, neural_nearest_neighbors)
+from n3jax.ops.windowed import windowed_aggregate, windowed_sq_distances
+from n3jax.ops.patches import (crop_patch_padding, extract_patches, fold_patches, grid_size,
+                               num_candidates, pad_for_patches, patch_padding, window_indices)
+
+__all__ = [
+    "map_query_chunks", "gather_candidates", "indexed_sq_distances", "pairwise_sq_distances",
+    "LOG1MEXP_GRAD_EPS", "aggregate", "continuous_knn_weights", "log1mexp", "mask_self",
+    "neural_nearest_neighbors", "crop_patch_padding", "extract_patches", "fold_patches",
+    "grid_size", "num_candidates", "windowed_aggregate", "windowed_sq_distances", "pad_for_patches", "patch_padding", "window_indices",
+]

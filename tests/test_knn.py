@@ -1,0 +1,123 @@
+"""Continuous nearest neighbours: limits, parity with brute-force kNN, gradients, dtypes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from n3jax import ops
+
+
+def _numpy_knn(logits, k):
+  """Indices of the k largest logits, in order (brute force)."""
+  return np.argsort(-logits, axis=-1, kind="stable")[..., :k]
+
+
+@pytest.mark.parametrize("use_jit", [False, True])
+def test_low_temperature_weights_are_one_hot_of_true_neighbours(use_jit):
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(3, 5, 40)).astype(np.float32)  # distinct with probability 1
+  fn = lambda l: ops.continuous_knn_weights(l, 1e-4, k=6)
+  w = np.asarray((jax.jit(fn) if use_jit else fn)(jnp.asarray(logits)))
+  assert w.shape == (3, 5, 40, 6)
+  onehot = np.eye(40, dtype=np.float32)[_numpy_knn(logits, 6)]  # [3, 5, 6, 40]
+  np.testing.assert_allclose(w, np.moveaxis(onehot, -2, -1), atol=1e-5)
+
+
+def test_neighbour_volumes_match_brute_force_knn_on_points():
+  rng = np.random.default_rng(1)
+  pts = rng.normal(size=(2, 30, 3)).astype(np.float32)
+  vals = rng.normal(size=(2, 30, 4)).astype(np.float32)
+  out = ops.neural_nearest_neighbors(jnp.asarray(pts), jnp.asarray(pts), jnp.asarray(vals),
+                                     1e-5, k=4, exclude_self=True)
+  d = ((pts[:, :, None] - pts[:, None]) ** 2).sum(-1)
+  d[:, np.arange(30), np.arange(30)] = np.inf
+  nn_idx = np.argsort(d, axis=-1)[..., :4]  # [2, 30, 4]
+  expected = np.take_along_axis(vals[:, None], nn_idx[..., None], axis=2)  # [2, 30, 4, 4]
+  np.testing.assert_allclose(np.asarray(out), expected, atol=1e-4)
+
+
+def test_high_temperature_first_weight_is_uniform_and_all_sum_to_one():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (4, 17))
+  w = ops.continuous_knn_weights(logits, 1e6, k=3)
+  np.testing.assert_allclose(w[..., 0], np.full((4, 17), 1 / 17), rtol=1e-4)
+  w = ops.continuous_knn_weights(logits, jnp.array([0.1, 1.0, 10.0, 100.0]), k=5)
+  np.testing.assert_allclose(np.asarray(w.sum(axis=-2)), np.ones((4, 5)), rtol=1e-5)
+  assert (np.asarray(w) >= 0).all()
+
+
+def test_k1_is_softmax_and_later_steps_renormalize_the_rest():
+  logits = jax.random.normal(jax.random.PRNGKey(3), (9,))
+  w = np.asarray(ops.continuous_knn_weights(logits, 0.7, k=2), np.float64)
+  p = np.exp(np.asarray(logits, np.float64) / 0.7)
+  w1 = p / p.sum()
+  np.testing.assert_allclose(w[:, 0], w1, rtol=1e-5)
+  w2 = p * (1 - w1) / (p * (1 - w1)).sum()  # Eq. 10: α² = α¹ + log(1 − w¹)
+  np.testing.assert_allclose(w[:, 1], w2, rtol=1e-5)
+
+
+def test_log1mexp_values_and_guarded_gradient():
+  x = np.array([-50.0, -3.0, -0.7, np.log(0.5), -0.3, -1e-4, -1e-9], np.float32)
+  expected = np.log1p(-np.exp(x.astype(np.float64)))
+  np.testing.assert_allclose(np.asarray(ops.log1mexp(jnp.asarray(x))), expected, rtol=2e-6)
+  g = jax.vmap(jax.grad(ops.log1mexp))(jnp.asarray(x))
+  exact = -np.exp(x.astype(np.float64)) / (1 - np.exp(x.astype(np.float64)))
+  np.testing.assert_allclose(np.asarray(g)[:4], exact[:4], rtol=1e-5)
+  # At 0 the reference's guard bounds the slope by 1/eps instead of returning -inf.
+  g0 = float(jax.grad(ops.log1mexp)(0.0))
+  assert np.isfinite(g0) and g0 == pytest.approx(-1.0 / ops.LOG1MEXP_GRAD_EPS, rel=1e-3)
+
+
+@pytest.mark.parametrize("temperature", [1e-6, 1e-3, 1.0, 1e3])
+@pytest.mark.parametrize("ties", [False, True])
+def test_gradients_are_finite_and_bounded(temperature, ties):
+  rng = np.random.default_rng(2)
+  d = rng.uniform(0, 2, size=(6, 20)).astype(np.float32)
+  if ties:
+    d[:, 5:10] = d[:, :1]  # several candidates at exactly the same (minimal) distance
+    d[:, 0] = d[:, 1] = 0.0
+  probe = jnp.asarray(rng.normal(size=(6, 20, 4)).astype(np.float32))
+
+  def loss(logits, t):
+    return jnp.sum(ops.continuous_knn_weights(logits, t, k=4) * probe)
+
+  g_logits, g_t = jax.grad(loss, argnums=(0, 1))(-jnp.asarray(d), jnp.float32(temperature))
+  g_logits, g_t = np.asarray(g_logits), float(g_t)
+  assert np.isfinite(g_logits).all() and np.isfinite(g_t)
+  # d/dα of α/t is 1/t; through k guarded log1mexp steps the slope is at most ~k/(eps·t).
+  bound = 4 * 20 * np.abs(np.asarray(probe)).max() * (1 + 1 / ops.LOG1MEXP_GRAD_EPS) / temperature
+  assert np.abs(g_logits).max() <= bound
+
+
+def test_composes_with_vmap_and_bfloat16():
+  logits = jax.random.normal(jax.random.PRNGKey(5), (3, 8, 24))
+  t = jnp.full((3, 8), 0.5)
+  batched = ops.continuous_knn_weights(logits, t, k=3)
+  mapped = jax.vmap(lambda l, tt: ops.continuous_knn_weights(l, tt, k=3))(logits, t)
+  np.testing.assert_allclose(np.asarray(batched), np.asarray(mapped), rtol=1e-6)
+  w16 = ops.continuous_knn_weights(logits.astype(jnp.bfloat16), t, k=3)
+  assert w16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(w16, np.float32), np.asarray(batched), atol=2e-2)
+
+
+def test_bad_k_is_a_clear_error():
+  with pytest.raises(ValueError, match="k must be in"):
+    ops.continuous_knn_weights(jnp.zeros((4, 5)), 1.0, k=6)
+
+
+def test_aggregate_through_indices_equals_dense_and_is_chunk_invariant():
+  rng = np.random.default_rng(4)
+  db = jnp.asarray(rng.normal(size=(2, 12, 5)).astype(np.float32))
+  idx = jnp.asarray(rng.integers(0, 12, size=(2, 7, 4)))
+  w = jax.nn.softmax(jnp.asarray(rng.normal(size=(2, 7, 4, 3)).astype(np.float32)), axis=2)
+  expected = np.einsum("bmok,bmod->bmkd", np.asarray(w),
+                       np.take_along_axis(np.asarray(db)[:, None], np.asarray(idx)[..., None],
+                                          axis=2))
+  for chunk in (None, 3, 7, 100):
+    out = ops.aggregate(w, db, idx, query_chunk=chunk)
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
+  f = lambda w, db, c: jnp.sum(ops.aggregate(w, db, idx, query_chunk=c) ** 2)
+  g_full = jax.grad(f, argnums=(0, 1))(w, db, None)
+  g_chunk = jax.grad(f, argnums=(0, 1))(w, db, 3)
+  for a, b in zip(g_full, g_chunk):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)

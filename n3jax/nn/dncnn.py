@@ -1,0 +1,80 @@
+"""DnCNN (Zhang et al. 2017) as used inside N³Net, and the small CNNs of the N³ block."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+
+from n3jax.nn.layers import BN_MOMENTUM, batch_norm, conv
+
+
+class DnCNN(nn.Module):
+  """``conv → ReLU → (depth − 2) × [conv → BN → ReLU] → conv`` plus a partial residual.
+
+  The partial residual (the reference's): the first ``min(C_in, C_out)`` output channels
+  get the first ``min(C_in, C_out)`` input channels added.
+
+  Attributes:
+    out_channels: channels of the output.
+    features: channels of the hidden layers.
+    depth: number of conv layers (the reference's N³Net uses 6, DnCNN-17 uses 17).
+  """
+  out_channels: int
+  features: int = 64
+  depth: int = 6
+  kernel_size: int = 3
+  use_bn: bool = True
+  residual: bool = True
+  bn_momentum: float = BN_MOMENTUM
+  bn_axis_name: Optional[str] = None
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """``[B, H, W, C_in]`` → ``[B, H, W, out_channels]``."""
+    if self.depth < 2:
+      raise ValueError(f"DnCNN depth must be >= 2, got {self.depth}")
+    h = nn.relu(conv(self.features, self.kernel_size, use_bias=True, name="conv_in",
+                     dtype=self.dtype)(x))
+    for i in range(self.depth - 2):
+      h = conv(self.features, self.kernel_size, use_bias=not self.use_bn, name=f"conv_{i}",
+               dtype=self.dtype)(h)
+      if self.use_bn:
+        h = batch_norm(train=train, momentum=self.bn_momentum, axis_name=self.bn_axis_name,
+                       name=f"bn_{i}", dtype=self.dtype)(h)
+      h = nn.relu(h)
+    y = conv(self.out_channels, self.kernel_size, use_bias=True, name="conv_out",
+             dtype=self.dtype)(h)
+    if self.residual:
+      c = min(x.shape[-1], self.out_channels)
+      y = y.at[..., :c].add(x[..., :c].astype(y.dtype))
+    return y
+
+
+class EmbeddingCNN(nn.Module):
+  """The N³ block's embedding / log-temperature network.
+
+  ``(depth − 1) × [conv (no bias) → BN → ReLU] → conv (bias)``; no residual.
+  """
+  out_channels: int
+  features: int = 64
+  depth: int = 3
+  kernel_size: int = 3
+  bn_momentum: float = BN_MOMENTUM
+  bn_axis_name: Optional[str] = None
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """``[B, H, W, C]`` → ``[B, H, W, out_channels]``."""
+    h = x
+    for i in range(self.depth - 1):
+      h = conv(self.features, self.kernel_size, use_bias=False, name=f"conv_{i}",
+               dtype=self.dtype)(h)
+      h = batch_norm(train=train, momentum=self.bn_momentum, axis_name=self.bn_axis_name,
+                     name=f"bn_{i}", dtype=self.dtype)(h)
+      h = nn.relu(h)
+    return conv(self.out_channels, self.kernel_size, use_bias=True, name="conv_out",
+                dtype=self.dtype)(h)

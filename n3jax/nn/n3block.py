@@ -1,0 +1,154 @@
+"""The N³ block: neural nearest neighbours for images (windowed) and for sets (all pairs)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from n3jax import ops
+from n3jax.nn.dncnn import EmbeddingCNN
+from n3jax.nn.layers import BN_MOMENTUM, DISTANCE_BN_MOMENTUM, batch_norm
+
+
+class N3Block(nn.Module):
+  """N³ block on images (paper Sec. 4, the reference's patch-based version).
+
+  Embeds the input with a CNN, cuts input and embedding into ``patch_size``² patches at
+  ``stride``, selects ``k`` continuous nearest neighbours of every patch among the other
+  patches of its ``window``² search window, folds each neighbour volume back into an image
+  and returns ``concat([x, N_1 − x, …, N_k − x])``.
+
+  Attributes:
+    k: number of neighbours. patch_size, stride, window: patch geometry (the window is
+      counted in patch-grid positions). embed_features / embed_depth / embed_channels:
+      the embedding CNN (the temperature CNN is the same with one output channel).
+    temp_bias: multiplies the learned temperature (added as ``log(temp_bias)``).
+    distance_bn: BatchNorm over all distances (one channel).
+    tile: compute distances and aggregation tile by tile with matmuls
+      (:mod:`n3jax.ops.windowed`, the default); ``None`` uses the per-query gathers of
+      :func:`~n3jax.ops.indexed_sq_distances` / :func:`~n3jax.ops.aggregate` instead,
+      processing ``query_chunk`` patches at a time. Both give the same result.
+  """
+  k: int = 7
+  patch_size: int = 10
+  stride: int = 5
+  window: int = 15
+  embed_features: int = 64
+  embed_depth: int = 3
+  embed_channels: int = 8
+  temp_bias: float = 0.1
+  distance_bn: bool = True
+  bn_momentum: float = BN_MOMENTUM
+  distance_bn_momentum: float = DISTANCE_BN_MOMENTUM
+  bn_axis_name: Optional[str] = None
+  query_chunk: Optional[int] = 512
+  tile: Optional[int] = ops.windowed.DEFAULT_TILE
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """``[B, H, W, c]`` → ``[B, H, W, (k + 1)·c]`` (channel ``j·c + i``, ``j = 0`` is ``x``)."""
+    if x.ndim != 4:
+      raise ValueError(f"N3Block expects [B, H, W, C] images, got shape {x.shape}")
+    b, h, w, c = x.shape
+    p, s = self.patch_size, self.stride
+    embed = EmbeddingCNN(self.embed_channels, self.embed_features, self.embed_depth,
+                         bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
+                         dtype=self.dtype, name="embedcnn")(x, train=train)
+    log_temp = EmbeddingCNN(1, self.embed_features, self.embed_depth,
+                            bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
+                            dtype=self.dtype, name="tempcnn")(x, train=train)
+
+    def patches(img):
+      return ops.extract_patches(ops.pad_for_patches(img, p, s), p, s)
+
+    x_patches = patches(x)  # [B, n1, n2, P*P*c]
+    _, n1, n2, _ = x_patches.shape
+    m = n1 * n2
+    e_patches = patches(embed)
+    # Per-query temperature: mean log-temperature over the patch (zero padding included).
+    log_t = patches(log_temp).reshape(b, m, -1).mean(axis=-1) + math.log(self.temp_bias)
+    temperature = jnp.exp(log_t)
+
+    num_candidates = ops.num_candidates(n1, n2, self.window)
+    if self.k > num_candidates:
+      raise ValueError(f"k={self.k} neighbours requested but a {h}x{w} image has only "
+                       f"{num_candidates} candidates per patch")
+    if self.tile:
+      logits = -ops.windowed_sq_distances(e_patches, self.window, tile=self.tile)
+    else:
+      indices = ops.window_indices(n1, n2, self.window)
+      e_flat = e_patches.reshape(b, m, -1)
+      logits = -ops.indexed_sq_distances(e_flat, e_flat, indices, query_chunk=self.query_chunk)
+    if self.distance_bn:
+      logits = batch_norm(train=train, momentum=self.distance_bn_momentum,
+                          axis_name=self.bn_axis_name, scale_init=nn.initializers.ones,
+                          name="distance_bn")(logits[..., None])[..., 0]
+    weights = ops.continuous_knn_weights(logits, temperature, k=self.k)  # [B, M, O, k]
+    if self.tile:
+      volumes = ops.windowed_aggregate(weights, x_patches, self.window, tile=self.tile)
+    else:
+      volumes = ops.aggregate(weights, x_patches.reshape(b, m, -1), indices,
+                              query_chunk=self.query_chunk)  # [B, M, k, P*P*c]
+    volumes = volumes.reshape(b, n1, n2, self.k, -1).transpose(0, 3, 1, 2, 4)
+    volumes = volumes.reshape(b * self.k, n1, n2, -1)
+    hp, wp = h + sum(ops.patch_padding(h, p, s)), w + sum(ops.patch_padding(w, p, s))
+    images = ops.crop_patch_padding(ops.fold_patches(volumes, hp, wp, p, s), h, w, p, s)
+    images = images.reshape(b, self.k, h, w, c).transpose(0, 2, 3, 1, 4)  # [B, H, W, k, c]
+    diffs = (images - x[..., None, :]).reshape(b, h, w, self.k * c)
+    return jnp.concatenate([x, diffs.astype(x.dtype)], axis=-1)
+
+
+class MLP(nn.Module):
+  """Per-item MLP: ``(depth − 1) × [Dense → ReLU] → Dense``."""
+  out_features: int
+  features: int = 64
+  depth: int = 3
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for i in range(self.depth - 1):
+      x = nn.relu(nn.Dense(self.features, name=f"dense_{i}")(x))
+    return nn.Dense(self.out_features, name="dense_out")(x)
+
+
+class N3SetBlock(nn.Module):
+  """N³ block on sets: all-pairs continuous kNN among the items of each set.
+
+  Every item's neighbours are searched among all other items of its set (no window,
+  self excluded). The output is permutation-equivariant in the items.
+
+  Attributes:
+    k: neighbours per item (``k <= N - 1``). embed_*: the per-item embedding MLP (the
+      log-temperature MLP is the same with one output). temp_bias: as in :class:`N3Block`.
+    residual: return neighbour volumes as differences to ``x`` (as the image block) rather
+      than as they are.
+  """
+  k: int = 3
+  embed_features: int = 64
+  embed_depth: int = 3
+  embed_channels: int = 32
+  temp_bias: float = 0.1
+  residual: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """``[B, N, C]`` → ``[B, N, (k + 1)·C]``."""
+    if x.ndim != 3:
+      raise ValueError(f"N3SetBlock expects [B, N, C] sets, got shape {x.shape}")
+    b, n, c = x.shape
+    if not 1 <= self.k <= n - 1:
+      raise ValueError(f"k={self.k} neighbours need sets of at least {self.k + 1} items, got {n}")
+    embed = MLP(self.embed_channels, self.embed_features, self.embed_depth, name="embed")(x)
+    log_t = MLP(1, self.embed_features, self.embed_depth, name="temp")(x)[..., 0]
+    temperature = jnp.exp(log_t + math.log(self.temp_bias))
+    logits = ops.mask_self(-ops.pairwise_sq_distances(embed, embed))
+    weights = ops.continuous_knn_weights(logits, temperature, k=self.k)  # [B, N, N, k]
+    volumes = ops.aggregate(weights, x)  # [B, N, k, C]
+    if self.residual:
+      volumes = volumes - x[:, :, None, :]
+    return jnp.concatenate([x, volumes.reshape(b, n, self.k * c)], axis=-1)

@@ -1,0 +1,55 @@
+"""N³Net: DnCNNs interleaved with N³ blocks (paper Sec. 5, Fig. 2)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+
+from n3jax import ops
+from n3jax.nn.dncnn import DnCNN
+from n3jax.nn.n3block import N3Block
+
+
+class N3Net(nn.Module):
+  """``DnCNN_0 → N3Block_0 → DnCNN_1 → … → DnCNN_{n−1}``; no global skip.
+
+  Every DnCNN but the last outputs ``interm_channels``; each N³ block turns those into
+  ``(k + 1)·interm_channels``; the last DnCNN outputs ``out_channels``. The defaults are
+  the official Gaussian denoiser's (shared/docs/reference-n3net.md).
+  """
+  out_channels: int = 1
+  num_dncnns: int = 3
+  interm_channels: int = 8
+  features: int = 64
+  depth: int = 6
+  k: int = 7
+  patch_size: int = 10
+  stride: int = 5
+  window: int = 15
+  embed_features: int = 64
+  embed_depth: int = 3
+  temp_bias: float = 0.1
+  query_chunk: Optional[int] = 512
+  tile: Optional[int] = ops.windowed.DEFAULT_TILE
+  bn_axis_name: Optional[str] = None
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """``[B, H, W, C]`` noisy images → ``[B, H, W, out_channels]`` restored images."""
+    if x.ndim != 4:
+      raise ValueError(f"N3Net expects [B, H, W, C] images, got shape {x.shape}")
+    for i in range(self.num_dncnns):
+      last = i == self.num_dncnns - 1
+      x = DnCNN(self.out_channels if last else self.interm_channels, self.features,
+                self.depth, bn_axis_name=self.bn_axis_name, dtype=self.dtype,
+                name=f"dncnn_{i}")(x, train=train)
+      if not last:
+        x = N3Block(self.k, self.patch_size, self.stride, self.window, self.embed_features,
+                    self.embed_depth, self.interm_channels, self.temp_bias,
+                    bn_axis_name=self.bn_axis_name, query_chunk=self.query_chunk,
+                    tile=self.tile,
+                    dtype=self.dtype, name=f"n3block_{i}")(x, train=train)
+    return x

@@ -1,0 +1,45 @@
+"""Evaluates a model on benchmark sets and writes OUTPUT/results.json and OUTPUT/results.md.
+
+  python eval.py --config=configs/denoise.py --config.sigma=25 --checkpoint=DIR \
+      --datasets=set12,bsd68,urban100 --output=OUTDIR
+"""
+
+import json
+import logging
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from n3jax.checkpoint import load_model
+from n3jax.evaluate.denoise import evaluate_denoising
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "experiment config file", lock_config=True)
+flags.DEFINE_string("checkpoint", None, "n3jax model directory (see python -m n3jax.convert)")
+flags.DEFINE_list("datasets", None, "benchmarks, e.g. set12,bsd68,urban100 (default: config)")
+flags.DEFINE_string("output", None, "directory for results.json and results.md")
+flags.mark_flags_as_required(["config", "checkpoint", "output"])
+
+
+def main(argv):
+  del argv
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  config = FLAGS.config
+  model, variables, meta = load_model(FLAGS.checkpoint, query_chunk=config.query_chunk)
+  if meta.get("sigma") is not None and float(meta["sigma"]) != float(config.sigma):
+    logging.warning("checkpoint was trained for σ=%s but evaluating at σ=%s "
+                    "(set --config.sigma)", meta["sigma"], config.sigma)
+  datasets = FLAGS.datasets or list(config.eval_datasets)
+  results = evaluate_denoising(
+      model, variables, sigma=config.sigma, datasets=datasets,
+      data_root=config.data_root or None, seed=config.seed, output_dir=FLAGS.output,
+      run_info={"checkpoint": os.path.abspath(FLAGS.checkpoint), "checkpoint_metadata": meta,
+                "config": json.loads(config.to_json())})
+  print(open(os.path.join(FLAGS.output, "results.md")).read())
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(app.run(main))

@@ -1,0 +1,1 @@
+"""Image sets from disk (with a built-in fallback) and noise models."""

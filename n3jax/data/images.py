@@ -1,0 +1,104 @@
+"""Benchmark image sets: where they live, how they are read and converted to gray.
+
+The data root is ``$N3JAX_DATA_ROOT`` if set, else ``../shared/data`` beside the
+repository checkout. Without any data root, :func:`builtin_gray_images` supplies sample
+photos that ship with scikit-image, so demos run on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+from PIL import Image
+
+DATA_ROOT_ENV = "N3JAX_DATA_ROOT"
+# RGB -> gray weights of the N³Net evaluation (PIL convert("L", matrix)).
+GRAY_MATRIX = (0.2989, 0.5870, 0.1140, 0.0)
+
+
+@dataclass(frozen=True)
+class ImageSet:
+  """A folder of images under the data root."""
+  folder: str
+  pattern: str
+  description: str
+
+
+DENOISING_SETS: Dict[str, ImageSet] = {
+    "set12": ImageSet("Set12", "*.png", "12 gray images (7x 256², 5x 512²)"),
+    "bsd68": ImageSet("BSD68", "*.png", "68 gray BSDS500 validation images (481x321)"),
+    "urban100": ImageSet("Urban100", "*.png", "100 RGB urban photos, longest side 1024"),
+}
+
+
+def repo_shared_dir() -> str:
+  """``../shared`` beside the repository this package was loaded from."""
+  return os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
+
+
+def default_data_root() -> Optional[str]:
+  """``$N3JAX_DATA_ROOT``, else ``../shared/data`` if it exists, else ``None``."""
+  env = os.environ.get(DATA_ROOT_ENV)
+  if env:
+    return env
+  candidate = os.path.join(repo_shared_dir(), "data")
+  return candidate if os.path.isdir(candidate) else None
+
+
+def load_gray(path: str) -> np.ndarray:
+  """Reads an image as gray float32 ``[H, W]`` in ``[0, 1]``.
+
+  RGB images are converted with :data:`GRAY_MATRIX` and rounded to 8 bits, as PIL's
+  ``convert("L", matrix)`` does (the reference's protocol).
+
+  Raises:
+    ValueError: the file is missing, corrupt or not an image.
+  """
+  try:
+    with Image.open(path) as im:
+      im.load()
+      if im.mode in ("I;16", "I;16B", "I"):
+        arr = np.asarray(im, np.float64)
+        return (arr / (65535.0 if arr.max() > 255 else 255.0)).astype(np.float32)
+      if im.mode != "L":
+        im = im.convert("RGB").convert("L", matrix=GRAY_MATRIX)
+      return np.asarray(im, np.float32) / 255.0
+  except (OSError, SyntaxError, ValueError) as e:
+    raise ValueError(f"cannot read image {path}: {e}") from e
+
+
+def load_denoising_set(name: str, root: Optional[str] = None) -> List[Tuple[str, np.ndarray]]:
+  """All images of a denoising benchmark, sorted by file name, as gray ``[H, W]`` arrays.
+
+  Raises:
+    KeyError: unknown set name. FileNotFoundError: no data root, or the set is missing.
+  """
+  if name not in DENOISING_SETS:
+    raise KeyError(f"unknown dataset {name!r}; known: {sorted(DENOISING_SETS)}")
+  root = root or default_data_root()
+  if root is None:
+    raise FileNotFoundError(
+        f"no data root: set ${DATA_ROOT_ENV} or config.data_root to the folder holding "
+        f"{DENOISING_SETS[name].folder}/ (see README, 'Data')")
+  spec = DENOISING_SETS[name]
+  files = sorted(glob.glob(os.path.join(root, spec.folder, spec.pattern)))
+  if not files:
+    raise FileNotFoundError(f"no {spec.pattern} images in {os.path.join(root, spec.folder)}")
+  return [(os.path.basename(f), load_gray(f)) for f in files]
+
+
+BUILTIN_GRAY = ("camera", "moon", "brick", "grass", "gravel", "text")
+
+
+def builtin_gray_images() -> List[Tuple[str, np.ndarray]]:
+  """Gray sample photos bundled with scikit-image (no download), as float32 in [0, 1]."""
+  from skimage import data as skdata  # optional: only for the no-data fallback
+  out = []
+  for name in BUILTIN_GRAY:
+    arr = np.asarray(getattr(skdata, name)())
+    out.append((name, (arr.astype(np.float32) / 255.0)))
+  return out

@@ -27,7 +27,11 @@ def main(argv):
   del argv
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   config = FLAGS.config
-  model, variables, meta = load_model(FLAGS.checkpoint, query_chunk=config.query_chunk)
+  model, variables, meta = load_model(FLAGS.checkpoint, **config.model.kwargs,
+                                      query_chunk=config.query_chunk, tile=config.tile or None)
+  if meta.get("model_name", config.model.name) != config.model.name:
+    raise ValueError(f"{FLAGS.checkpoint} holds a {meta['model_name']!r} model but the config "
+                     f"asks for {config.model.name!r} (set --config.model.name)")
   if meta.get("sigma") is not None and float(meta["sigma"]) != float(config.sigma):
     logging.warning("checkpoint was trained for σ=%s but evaluating at σ=%s "
                     "(set --config.sigma)", meta["sigma"], config.sigma)

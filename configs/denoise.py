@@ -30,4 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Patches the N³ blocks process at a time in their gather steps: bounds memory on large
   # images (a 1024² image has ~42k patches) without changing results.
   config.query_chunk = 512
+  # N³ blocks compute windowed distances/aggregation in tiles of tile x tile patches with
+  # matmuls (0: per-patch gathers instead). Same results; 6 is fastest on CPU.
+  config.tile = 6
   return config

@@ -50,7 +50,7 @@ def load_model(directory: str | os.PathLike, **override_kwargs: Any
       (e.g. ``query_chunk``).
 
   Returns:
-    ``(model, variables, metadata)``.
+    ``(model, variables, metadata)``; ``metadata["model_name"]`` is the registry name.
   """
   directory = os.path.abspath(os.fspath(directory))
   spec_path = os.path.join(directory, MODEL_SPEC_FILE)
@@ -62,4 +62,5 @@ def load_model(directory: str | os.PathLike, **override_kwargs: Any
   kwargs = {**spec["model"].get("kwargs", {}), **override_kwargs}
   model = create_model(spec["model"]["name"], **kwargs)
   variables = ocp.StandardCheckpointer().restore(os.path.join(directory, VARIABLES_DIR))
-  return model, dict(variables), spec.get("metadata", {})
+  metadata = {**spec.get("metadata", {}), "model_name": spec["model"]["name"]}
+  return model, dict(variables), metadata

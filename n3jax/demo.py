@@ -23,6 +23,7 @@ from n3jax import ops
 from n3jax.data import images
 from n3jax.data.noise import add_gaussian_noise
 from n3jax.evaluate import metrics
+from n3jax.evaluate.denoise import image_key
 
 PRETRAINED_ENV = "N3JAX_PRETRAINED_DIR"
 OFFICIAL_URL = "https://github.com/visinf/n3net (see README, 'Official weights')"
@@ -87,7 +88,9 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
 
   name, clean = _load_image(args.image)
-  noisy = add_gaussian_noise(jnp.asarray(clean), args.sigma, jax.random.PRNGKey(args.seed))
+  # The same noise as eval.py gives this file (key folded from the seed and the name).
+  key = image_key(args.seed, os.path.basename(name))
+  noisy = add_gaussian_noise(jnp.asarray(clean), args.sigma, key)
   model = variables = None
   if args.checkpoint:
     from n3jax.checkpoint import load_model

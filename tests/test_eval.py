@@ -93,12 +93,18 @@ def test_eval_cli_end_to_end(tmp_path):
   save_model(tmp_path / "ck", variables, name="n3net_tiny", metadata={"sigma": 25})
   cmd = [sys.executable, os.path.join(REPO, "eval.py"), "--config",
          os.path.join(REPO, "configs", "denoise.py"), "--config.sigma=25",
+         "--config.model.name=n3net_tiny",
          f"--config.data_root={root}", f"--checkpoint={tmp_path / 'ck'}", "--datasets=set12",
          f"--output={tmp_path / 'out'}"]
   proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
   assert proc.returncode == 0, proc.stderr[-2000:]
   res = json.loads((tmp_path / "out" / "results.json").read_text())
   assert res["config"]["sigma"] == 25 and res["datasets"]["set12"]["num_done"] == 3
+  # A config that names another model than the checkpoint holds is refused.
+  wrong = [c for c in cmd if not c.startswith("--config.model.name")]
+  proc = subprocess.run(wrong + [f"--output={tmp_path / 'out2'}"], capture_output=True,
+                        text=True, cwd=REPO, timeout=300)
+  assert proc.returncode != 0 and "holds a 'n3net_tiny' model" in proc.stderr
 
 
 def test_training_free_demo_denoiser_improves_psnr():
@@ -122,3 +128,16 @@ def test_converted_sigma25_denoises_set12_above_floor(shared, converted_sigma25)
                                                         image_key(0, "01.png"))
   assert float(noisy_psnr) == pytest.approx(20.14, abs=0.05)
   assert float(psnr) > 29.9
+
+
+def test_results_table_combines_runs_and_skips_incomplete_sets(tmp_path):
+  from n3jax.evaluate.table import collect, markdown
+  for sigma, psnr, done in [(25, 30.5, 12), (50, 27.4, 12), (70, 25.0, 3)]:
+    d = tmp_path / f"s{sigma}"
+    d.mkdir()
+    (d / "results.json").write_text(json.dumps({"sigma": sigma, "datasets": {"set12": {
+        "num_images": 12, "num_done": done, "mean_psnr": psnr, "mean_ssim": 0.8}}}))
+  cells = collect([str(tmp_path / "s25"), str(tmp_path / "s50"), str(tmp_path / "s70")])
+  assert set(cells) == {("set12", 25.0), ("set12", 50.0)}
+  table = markdown(cells)
+  assert "| set12 | 30.50 / 0.8000 (30.55) | 27.40 / 0.8000 (27.43) |" in table

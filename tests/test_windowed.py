@@ -52,3 +52,26 @@ def test_n3block_tiled_and_gather_paths_agree():
   v = tiled.init(jax.random.PRNGKey(1), x)
   np.testing.assert_allclose(np.asarray(tiled.apply(v, x)), np.asarray(gather.apply(v, x)),
                              rtol=1e-4, atol=1e-5)
+
+
+def test_windowed_ops_compose_with_vmap_and_grad():
+  grids = jax.random.normal(jax.random.PRNGKey(2), (3, 1, 9, 10, 4))
+  mapped = jax.vmap(lambda g: ops.windowed_sq_distances(g, 5, tile=4))(grids)
+  for i in range(3):
+    np.testing.assert_allclose(np.asarray(mapped[i]),
+                               np.asarray(ops.windowed_sq_distances(grids[i], 5, tile=4)),
+                               rtol=1e-6)
+  g = jax.grad(lambda x: jnp.sum(jax.vmap(lambda y: ops.windowed_sq_distances(y, 5))(x)))(grids)
+  assert np.isfinite(np.asarray(g)).all()
+
+
+def test_n3net_runs_in_bfloat16_close_to_float32():
+  from n3jax.nn import create_model
+  x = jax.random.uniform(jax.random.PRNGKey(0), (1, 40, 44, 1))
+  f32 = create_model("n3net_tiny")
+  bf16 = create_model("n3net_tiny", dtype=jnp.bfloat16)
+  v = f32.init(jax.random.PRNGKey(1), x)
+  out32 = f32.apply(v, x)
+  out16 = jax.jit(bf16.apply)(v, x.astype(jnp.bfloat16))
+  assert out16.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(out16, np.float32), np.asarray(out32), atol=0.05)

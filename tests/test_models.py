@@ -73,6 +73,16 @@ def test_tiny_n3net_trains_on_a_40px_image_with_finite_gradients():
              jax.tree_util.tree_leaves(grads["n3block_0"]["embedcnn"]))
 
 
+def test_paper_n3net_on_a_40px_image_shrinks_the_window_in_both_paths():
+  # 40x40 -> a 7x7 patch grid, smaller than the 15x15 window: 48 candidates per patch.
+  x = jax.random.uniform(jax.random.PRNGKey(0), (1, 40, 40, 1))
+  tiled, gather = n3nn.create_model("n3net"), n3nn.create_model("n3net", tile=None)
+  variables = tiled.init(jax.random.PRNGKey(1), x)
+  out_t, out_g = tiled.apply(variables, x), gather.apply(variables, x)
+  assert out_t.shape == (1, 40, 40, 1) and np.isfinite(np.asarray(out_t)).all()
+  np.testing.assert_allclose(np.asarray(out_t), np.asarray(out_g), rtol=1e-4, atol=1e-5)
+
+
 def test_image_smaller_than_a_patch_is_a_clear_error():
   model = n3nn.create_model("n3net_tiny")
   with pytest.raises(ValueError, match="smaller than the patch size"):

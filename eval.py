@@ -12,7 +12,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from n3jax.checkpoint import load_model
+from n3jax.checkpoint import load_model, read_model_name
+from n3jax.nn import model_fields
 from n3jax.evaluate.denoise import evaluate_denoising
 
 FLAGS = flags.FLAGS
@@ -27,11 +28,14 @@ def main(argv):
   del argv
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
   config = FLAGS.config
-  model, variables, meta = load_model(FLAGS.checkpoint, **config.model.kwargs,
-                                      query_chunk=config.query_chunk, tile=config.tile or None)
-  if meta.get("model_name", config.model.name) != config.model.name:
-    raise ValueError(f"{FLAGS.checkpoint} holds a {meta['model_name']!r} model but the config "
+  name = read_model_name(FLAGS.checkpoint)
+  if name != config.model.name:
+    raise ValueError(f"{FLAGS.checkpoint} holds a {name!r} model but the config "
                      f"asks for {config.model.name!r} (set --config.model.name)")
+  # Inference-only knobs, for the models that have them.
+  inference = {k: v for k, v in (("query_chunk", config.query_chunk),
+                                 ("tile", config.tile or None)) if k in model_fields(name)}
+  model, variables, meta = load_model(FLAGS.checkpoint, **config.model.kwargs, **inference)
   if meta.get("sigma") is not None and float(meta["sigma"]) != float(config.sigma):
     logging.warning("checkpoint was trained for σ=%s but evaluating at σ=%s "
                     "(set --config.sigma)", meta["sigma"], config.sigma)

@@ -34,10 +34,21 @@ def save_model(directory: str | os.PathLike, variables: Mapping[str, Any], *, na
   checkpointer.save(target, jax.tree_util.tree_map(np.asarray, dict(variables)), force=True)
   checkpointer.wait_until_finished()
   spec = {"model": {"name": name, "kwargs": dict(kwargs or {})}, "metadata": dict(metadata or {})}
-  tmp = os.path.join(directory, MODEL_SPEC_FILE + ".tmp")
+  tmp = os.path.join(directory, f"{MODEL_SPEC_FILE}.{os.getpid()}.tmp")  # several processes may write
   with open(tmp, "w") as f:
     json.dump(spec, f, indent=2, sort_keys=True)
   os.replace(tmp, os.path.join(directory, MODEL_SPEC_FILE))
+
+
+def read_model_name(directory: str | os.PathLike) -> str:
+  """The registry name of the model stored in ``directory``."""
+  spec_path = os.path.join(os.path.abspath(os.fspath(directory)), MODEL_SPEC_FILE)
+  if not os.path.isfile(spec_path):
+    raise FileNotFoundError(f"{directory} is not an n3jax model directory (no {MODEL_SPEC_FILE}); "
+                            "convert official weights with `python -m n3jax.convert` or train "
+                            "with train.py (WORKDIR/model)")
+  with open(spec_path) as f:
+    return json.load(f)["model"]["name"]
 
 
 def load_model(directory: str | os.PathLike, **override_kwargs: Any

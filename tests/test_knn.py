@@ -121,3 +121,32 @@ def test_aggregate_through_indices_equals_dense_and_is_chunk_invariant():
   g_chunk = jax.grad(f, argnums=(0, 1))(w, db, 3)
   for a, b in zip(g_full, g_chunk):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_hard_knn_weights_are_one_hots_of_the_sorted_neighbours():
+  rng = np.random.default_rng(3)
+  # Distinct logits, gaps of at least 0.5 (no near-ties).
+  logits = np.stack([rng.permutation(9) for _ in range(10)]).reshape(2, 5, 9)
+  logits = (0.5 * logits + rng.uniform(-3, 3, (2, 5, 1))).astype(np.float32)
+  w = np.asarray(ops.hard_knn_weights(jnp.asarray(logits), k=4))
+  order = np.argsort(-logits, axis=-1)[..., :4]
+  np.testing.assert_array_equal(w.argmax(axis=-2), order)
+  np.testing.assert_array_equal(w.sum(axis=-2), np.ones((2, 5, 4)))
+  # The limit of the continuous relaxation.
+  soft = np.asarray(ops.continuous_knn_weights(jnp.asarray(logits), 1e-2, k=4))
+  np.testing.assert_allclose(soft, w, atol=1e-4)
+  # No gradient through the selection.
+  g = jax.grad(lambda l: (ops.hard_knn_weights(l, k=2) * jnp.arange(9.)[:, None]).sum())(
+      jnp.asarray(logits))
+  assert not np.any(np.asarray(g))
+
+
+def test_concrete_first_neighbour_follows_the_softmax_distribution():
+  # Gumbel-max: the first pick of the Concrete relaxation is candidate o with prob. p_o.
+  p = np.array([0.1, 0.3, 0.6], np.float32)
+  logits = jnp.log(jnp.asarray(p))
+  keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+  w = jax.vmap(lambda key: ops.concrete_knn_weights(logits, 1.0, k=2, key=key))(keys)
+  freq = np.bincount(np.asarray(w[:, :, 0].argmax(-1)), minlength=3) / 4000
+  np.testing.assert_allclose(freq, p, atol=0.03)
+  np.testing.assert_allclose(np.asarray(w.sum(axis=1)), 1.0, rtol=1e-5)

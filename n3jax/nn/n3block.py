@@ -14,6 +14,9 @@ from n3jax.nn.dncnn import EmbeddingCNN
 from n3jax.nn.layers import BN_MOMENTUM, DISTANCE_BN_MOMENTUM, batch_norm
 
 
+SELECTIONS = ("continuous", "hard", "concrete")
+
+
 class N3Block(nn.Module):
   """N³ block on images (paper Sec. 4, the reference's patch-based version).
 
@@ -32,6 +35,11 @@ class N3Block(nn.Module):
       (:mod:`n3jax.ops.windowed`, the default); ``None`` uses the per-query gathers of
       :func:`~n3jax.ops.indexed_sq_distances` / :func:`~n3jax.ops.aggregate` instead,
       processing ``query_chunk`` patches at a time. Both give the same result.
+    selection: how neighbours are selected from the distances: ``"continuous"`` (the N³
+      relaxation, the default), ``"hard"`` (plain kNN, no gradient through the choice) or
+      ``"concrete"`` (the stochastic Gumbel-softmax relaxation; needs a ``"gumbel"`` RNG
+      when ``train=True`` and is the deterministic relaxation otherwise). These are the
+      ablations of paper Table 1.
   """
   k: int = 7
   patch_size: int = 10
@@ -47,21 +55,34 @@ class N3Block(nn.Module):
   bn_axis_name: Optional[str] = None
   query_chunk: Optional[int] = 512
   tile: Optional[int] = ops.windowed.DEFAULT_TILE
+  selection: str = "continuous"
   dtype: Any = None
 
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    """``[B, H, W, c]`` → ``[B, H, W, (k + 1)·c]`` (channel ``j·c + i``, ``j = 0`` is ``x``)."""
+  def __call__(self, x: jax.Array, *, train: bool = False,
+               match: Optional[jax.Array] = None) -> jax.Array:
+    """``[B, H, W, c]`` → ``[B, H, W, (k + 1)·c]`` (channel ``j·c + i``, ``j = 0`` is ``x``).
+
+    Args:
+      x: the block's input; its patches are what is aggregated.
+      train: BatchNorm in training mode (batch statistics), Concrete noise on.
+      match: optional ``[B, H, W, C']`` fixed features to match patches on instead of the
+        learned embedding of ``x`` (e.g. the noisy network input: classic block matching).
+    """
     if x.ndim != 4:
       raise ValueError(f"N3Block expects [B, H, W, C] images, got shape {x.shape}")
+    if self.selection not in SELECTIONS:
+      raise ValueError(f"unknown selection {self.selection!r}; expected one of {SELECTIONS}")
     b, h, w, c = x.shape
     p, s = self.patch_size, self.stride
-    embed = EmbeddingCNN(self.embed_channels, self.embed_features, self.embed_depth,
-                         bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
-                         dtype=self.dtype, name="embedcnn")(x, train=train)
-    log_temp = EmbeddingCNN(1, self.embed_features, self.embed_depth,
-                            bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
-                            dtype=self.dtype, name="tempcnn")(x, train=train)
+    if match is not None:
+      if match.ndim != 4 or match.shape[:3] != x.shape[:3]:
+        raise ValueError(f"match features {match.shape} must be [B, H, W, C'] like x {x.shape}")
+      embed = match
+    else:
+      embed = EmbeddingCNN(self.embed_channels, self.embed_features, self.embed_depth,
+                           bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
+                           dtype=self.dtype, name="embedcnn")(x, train=train)
 
     def patches(img):
       return ops.extract_patches(ops.pad_for_patches(img, p, s), p, s)
@@ -70,9 +91,6 @@ class N3Block(nn.Module):
     _, n1, n2, _ = x_patches.shape
     m = n1 * n2
     e_patches = patches(embed)
-    # Per-query temperature: mean log-temperature over the patch (zero padding included).
-    log_t = patches(log_temp).reshape(b, m, -1).mean(axis=-1) + math.log(self.temp_bias)
-    temperature = jnp.exp(log_t)
 
     num_candidates = ops.num_candidates(n1, n2, self.window)
     if self.k > num_candidates:
@@ -84,11 +102,24 @@ class N3Block(nn.Module):
       indices = ops.window_indices(n1, n2, self.window)
       e_flat = e_patches.reshape(b, m, -1)
       logits = -ops.indexed_sq_distances(e_flat, e_flat, indices, query_chunk=self.query_chunk)
-    if self.distance_bn:
-      logits = batch_norm(train=train, momentum=self.distance_bn_momentum,
-                          axis_name=self.bn_axis_name, scale_init=nn.initializers.ones,
-                          name="distance_bn")(logits[..., None])[..., 0]
-    weights = ops.continuous_knn_weights(logits, temperature, k=self.k)  # [B, M, O, k]
+    if self.selection == "hard":
+      weights = ops.hard_knn_weights(logits, k=self.k)  # [B, M, O, k]
+    else:
+      if self.distance_bn:
+        logits = batch_norm(train=train, momentum=self.distance_bn_momentum,
+                            axis_name=self.bn_axis_name, scale_init=nn.initializers.ones,
+                            name="distance_bn")(logits[..., None])[..., 0]
+      log_temp = EmbeddingCNN(1, self.embed_features, self.embed_depth,
+                              bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
+                              dtype=self.dtype, name="tempcnn")(x, train=train)
+      # Per-query temperature: mean log-temperature over the patch (zero padding included).
+      log_t = patches(log_temp).reshape(b, m, -1).mean(axis=-1) + math.log(self.temp_bias)
+      temperature = jnp.exp(log_t)
+      if self.selection == "concrete" and train:
+        weights = ops.concrete_knn_weights(logits, temperature, k=self.k,
+                                           key=self.make_rng("gumbel"))
+      else:
+        weights = ops.continuous_knn_weights(logits, temperature, k=self.k)  # [B, M, O, k]
     if self.tile:
       volumes = ops.windowed_aggregate(weights, x_patches, self.window, tile=self.tile)
     else:

@@ -9,6 +9,7 @@ import jax
 
 from n3jax import ops
 from n3jax.nn.dncnn import DnCNN
+from n3jax.nn.layers import BN_MOMENTUM
 from n3jax.nn.n3block import N3Block
 
 
@@ -18,6 +19,11 @@ class N3Net(nn.Module):
   Every DnCNN but the last outputs ``interm_channels``; each N³ block turns those into
   ``(k + 1)·interm_channels``; the last DnCNN outputs ``out_channels``. The defaults are
   the official Gaussian denoiser's (shared/docs/reference-n3net.md).
+
+  ``selection`` and ``match_on`` give the ablations of paper Table 1: ``selection`` is the
+  N³ blocks' neighbour selection (``"continuous"``, ``"hard"``, ``"concrete"``, see
+  :class:`N3Block`); ``match_on="input"`` matches patches of the noisy network input
+  (classic block matching) instead of a learned embedding.
   """
   out_channels: int = 1
   num_dncnns: int = 3
@@ -33,6 +39,9 @@ class N3Net(nn.Module):
   temp_bias: float = 0.1
   query_chunk: Optional[int] = 512
   tile: Optional[int] = ops.windowed.DEFAULT_TILE
+  selection: str = "continuous"
+  match_on: str = "embedding"
+  bn_momentum: float = BN_MOMENTUM
   bn_axis_name: Optional[str] = None
   dtype: Any = None
 
@@ -41,15 +50,20 @@ class N3Net(nn.Module):
     """``[B, H, W, C]`` noisy images → ``[B, H, W, out_channels]`` restored images."""
     if x.ndim != 4:
       raise ValueError(f"N3Net expects [B, H, W, C] images, got shape {x.shape}")
+    if self.match_on not in ("embedding", "input"):
+      raise ValueError(f"match_on must be 'embedding' or 'input', got {self.match_on!r}")
+    match = x if self.match_on == "input" else None
     for i in range(self.num_dncnns):
       last = i == self.num_dncnns - 1
       x = DnCNN(self.out_channels if last else self.interm_channels, self.features,
-                self.depth, bn_axis_name=self.bn_axis_name, dtype=self.dtype,
+                self.depth, bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
+                dtype=self.dtype,
                 name=f"dncnn_{i}")(x, train=train)
       if not last:
         x = N3Block(self.k, self.patch_size, self.stride, self.window, self.embed_features,
                     self.embed_depth, self.interm_channels, self.temp_bias,
-                    bn_axis_name=self.bn_axis_name, query_chunk=self.query_chunk,
-                    tile=self.tile,
-                    dtype=self.dtype, name=f"n3block_{i}")(x, train=train)
+                    bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
+                    query_chunk=self.query_chunk,
+                    tile=self.tile, selection=self.selection,
+                    dtype=self.dtype, name=f"n3block_{i}")(x, train=train, match=match)
     return x

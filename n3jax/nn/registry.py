@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Dict
 
@@ -15,12 +16,27 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "n3net": N3Net,
     # The "light" variant: 2 DnCNNs and one N³ block.
     "n3net_light": functools.partial(N3Net, num_dncnns=2),
-    # The DnCNN-17 baseline (Zhang et al. 2017).
+    # The DnCNN baselines of paper Table 1 (Zhang et al. 2017): depth 17, and depth 18
+    # (one layer deeper, to separate the N³ block's gain from added depth).
     "dncnn17": functools.partial(DnCNN, out_channels=1, depth=17),
+    "dncnn18": functools.partial(DnCNN, out_channels=1, depth=18),
+    # Table 1 ablations of N³Net light's block: hard kNN on patches of the noisy input
+    # (classic block matching), and the stochastic Concrete relaxation.
+    "knn_input": functools.partial(N3Net, num_dncnns=2, selection="hard", match_on="input"),
+    "concrete_light": functools.partial(N3Net, num_dncnns=2, selection="concrete"),
     # A tiny N³Net for tests and smoke runs.
     "n3net_tiny": functools.partial(N3Net, interm_channels=2, features=8, depth=3, k=2,
                                     embed_features=8, embed_depth=2, window=5),
 }
+
+
+def model_fields(name: str) -> frozenset:
+  """The attribute names the model registered as ``name`` accepts."""
+  if name not in MODELS:
+    raise KeyError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+  factory = MODELS[name]
+  cls = factory.func if isinstance(factory, functools.partial) else factory
+  return frozenset(f.name for f in dataclasses.fields(cls)) - {"parent", "name"}
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

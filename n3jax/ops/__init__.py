@@ -2,7 +2,8 @@
 
 from n3jax.ops.chunking import map_query_chunks
 from n3jax.ops.distances import gather_candidates, indexed_sq_distances, pairwise_sq_distances
-from n3jax.ops.knn import (LOG1MEXP_GRAD_EPS, aggregate, continuous_knn_weights, log1mexp,
+from n3jax.ops.knn import (LOG1MEXP_GRAD_EPS, aggregate, concrete_knn_weights,
+                           continuous_knn_weights, hard_knn_weights, log1mexp,
                            mask_self, neural_nearest_neighbors)
 from n3jax.ops.windowed import windowed_aggregate, windowed_sq_distances
 from n3jax.ops.patches import (crop_patch_padding, extract_patches, fold_patches, grid_size,
@@ -10,7 +11,8 @@ from n3jax.ops.patches import (crop_patch_padding, extract_patches, fold_patches
 
 __all__ = [
     "map_query_chunks", "gather_candidates", "indexed_sq_distances", "pairwise_sq_distances",
-    "LOG1MEXP_GRAD_EPS", "aggregate", "continuous_knn_weights", "log1mexp", "mask_self",
+    "LOG1MEXP_GRAD_EPS", "aggregate", "concrete_knn_weights", "continuous_knn_weights",
+    "hard_knn_weights", "log1mexp", "mask_self",
     "neural_nearest_neighbors", "crop_patch_padding", "extract_patches", "fold_patches",
     "grid_size", "num_candidates", "windowed_aggregate", "windowed_sq_distances", "pad_for_patches", "patch_padding", "window_indices",
 ]

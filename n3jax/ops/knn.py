@@ -82,6 +82,54 @@ def continuous_knn_weights(logits: jax.Array, temperature: jax.Array | float, *,
   return jnp.moveaxis(weights, 0, -1).astype(dtype)
 
 
+def hard_knn_weights(logits: jax.Array, *, k: int) -> jax.Array:
+  """One-hot weights of the ``k`` nearest candidates (hard kNN, no gradient to ``logits``).
+
+  The limit ``t → 0`` of :func:`continuous_knn_weights`, computed with ``lax.top_k``
+  (ties go to the lower candidate index). Gradients still flow to whatever the weights
+  are applied to (:func:`aggregate`), not to the selection.
+
+  Args:
+    logits: ``[..., O]``, larger is nearer; ``-inf`` excludes a candidate.
+    k: ``1 <= k <= O``.
+
+  Returns:
+    ``[..., O, k]`` one-hot along ``O`` for each ``j``, in the dtype of ``logits``.
+  """
+  if logits.ndim < 1:
+    raise ValueError("logits must have a candidate axis, got a scalar")
+  num_candidates = logits.shape[-1]
+  if not 1 <= k <= num_candidates:
+    raise ValueError(f"k must be in [1, {num_candidates}] (the number of candidates), got {k}")
+  _, top = jax.lax.top_k(jax.lax.stop_gradient(logits), k)  # [..., k]
+  onehot = jax.nn.one_hot(top, num_candidates, dtype=logits.dtype)  # [..., k, O]
+  return jnp.swapaxes(onehot, -1, -2)
+
+
+def concrete_knn_weights(logits: jax.Array, temperature: jax.Array | float, *, k: int,
+                         key: jax.Array) -> jax.Array:
+  """Stochastic (Concrete / Gumbel-softmax) relaxation of kNN: the paper's "Concrete" baseline.
+
+  Perturbs the scaled logits ``α / t`` once with Gumbel noise and then runs the same k
+  exclusion steps as :func:`continuous_knn_weights`, so that as ``t → 0`` the weights are
+  the one-hot vectors of a *sampled* ordering (Gumbel-top-k) instead of the deterministic
+  nearest neighbours.
+
+  Args:
+    logits: ``[..., O]``; temperature: per query, broadcastable to ``logits.shape[:-1]``.
+    k: number of neighbours. key: PRNG key of the Gumbel noise.
+
+  Returns:
+    ``[..., O, k]`` as :func:`continuous_knn_weights`.
+  """
+  compute = jnp.promote_types(logits.dtype, jnp.float32)
+  temperature = jnp.asarray(temperature, compute)
+  gumbel = jax.random.gumbel(key, logits.shape, compute)
+  # Perturb α/t by g, i.e. α by t·g, and reuse the deterministic relaxation.
+  perturbed = logits.astype(compute) + temperature[..., None] * gumbel
+  return continuous_knn_weights(perturbed, temperature, k=k).astype(logits.dtype)
+
+
 def aggregate(weights: jax.Array, database: jax.Array, indices: Optional[jax.Array] = None,
               *, query_chunk: Optional[int] = None) -> jax.Array:
   """Applies neighbour weights to database items: the k "neighbour volumes".

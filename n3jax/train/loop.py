@@ -1,0 +1,296 @@
+"""The data-parallel training loop: ``train_and_evaluate(config, workdir)``.
+
+One process per host, ``jax.pmap`` over its local devices; with several processes,
+``jax.distributed`` connects them and each host reads its own shard of every global batch.
+The loop resumes from the latest checkpoint in ``WORKDIR/checkpoints``, saves every
+``config.checkpoint_every`` steps, at the end, and on SIGTERM/SIGINT before exiting, and
+stops with an error on a non-finite loss. It writes TensorBoard events, ``metrics.json``
+(the latest validation) and, at the end, ``WORKDIR/model`` (an n3jax model directory that
+``eval.py --checkpoint`` reads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from n3jax import checkpoint as model_io
+from n3jax.data import pipeline
+from n3jax.data.images import default_data_root, load_denoising_set
+from n3jax.data.records import BUILTIN_VALIDATION, _builtin_image, image_data_source
+from n3jax.evaluate import metrics as metrics_lib
+from n3jax.evaluate.denoise import image_key, make_denoise_fn
+from n3jax.nn import create_model, model_fields
+from n3jax.train import checkpoints, optim
+from n3jax.train.state import TrainState, create_train_state
+from n3jax.train.step import AXIS, make_p_train_step
+from n3jax.train.summaries import SummaryWriter
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+
+
+class TrainingInterrupted(Exception):
+  """Raised after a SIGTERM/SIGINT once the state is saved; ``signum`` says which."""
+
+  def __init__(self, signum: int, step: int):
+    super().__init__(f"interrupted by signal {signum} at step {step}; state saved, "
+                     "run again with the same --workdir to resume")
+    self.signum = signum
+    self.step = step
+
+
+def maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """``jax.distributed.initialize`` when ``config.distributed.num_processes > 1``.
+
+  Must run before anything touches a JAX backend.
+  """
+  dist = config.distributed
+  if dist.num_processes <= 1:
+    return
+  if dist.cpu_collectives:
+    jax.config.update("jax_cpu_collectives_implementation", dist.cpu_collectives)
+  jax.distributed.initialize(coordinator_address=dist.coordinator_address,
+                             num_processes=dist.num_processes, process_id=dist.process_id,
+                             local_device_ids=dist.local_device_ids or None)
+
+
+def unreplicate(tree: Any) -> Any:
+  """Host numpy copy of the first local replica of a pmapped pytree."""
+  def first(x):
+    data = np.asarray(x.addressable_shards[0].data)
+    return data if data.shape == x.shape[1:] else data[0]
+  return jax.tree_util.tree_map(first, tree)
+
+
+def replicate(tree: Any) -> Any:
+  """Copies ``tree`` to every local device, laid out as ``pmap`` outputs are.
+
+  (Placing it like the step's own outputs avoids a second compilation of the step.)
+  """
+  num = jax.local_device_count()
+  stacked = jax.tree_util.tree_map(lambda x: np.stack([np.asarray(x)] * num), tree)
+  return jax.pmap(lambda x: x, axis_name=AXIS)(stacked)
+
+
+def _validation_images(config, root: Optional[str]) -> List[Tuple[str, np.ndarray]]:
+  if root is None:
+    images = [(n, _builtin_image(n, 1)[..., 0].astype(np.float32) / 255.0)
+              for n in BUILTIN_VALIDATION]
+  else:
+    images = load_denoising_set(config.val_dataset, root)
+  if config.val_max_images:
+    images = images[:config.val_max_images]
+  return images
+
+
+def validate(denoise_fn, variables: Mapping[str, Any], images, seed: int) -> Dict[str, float]:
+  """Mean PSNR/SSIM (and noisy PSNR) of ``denoise_fn`` over ``images``, as eval.py computes them."""
+  psnrs, ssims, noisy = [], [], []
+  for name, clean in sorted(images, key=lambda t: (t[1].shape, t[0])):  # one compile per shape
+    pred, noisy_psnr, psnr = denoise_fn(variables, jnp.asarray(clean), image_key(seed, name))
+    pred = np.asarray(pred)
+    psnrs.append(float(psnr))
+    noisy.append(float(noisy_psnr))
+    ssims.append(metrics_lib.ssim(pred, clean) if np.isfinite(pred).all() else float("nan"))
+  return {"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims)),
+          "val_noisy_psnr": float(np.mean(noisy)), "val_images": len(images)}
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[Dict[str, Optional[int]]]:
+  """Turns SIGTERM/SIGINT into a flag the loop checks between steps (main thread only)."""
+  flag: Dict[str, Optional[int]] = {"signum": None}
+  if threading.current_thread() is not threading.main_thread():
+    yield flag
+    return
+
+  def handler(signum, frame):
+    del frame
+    if flag["signum"] is not None:  # a second signal: give up immediately
+      raise KeyboardInterrupt
+    flag["signum"] = signum
+    log.warning("signal %d: saving a checkpoint after the current step", signum)
+
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield flag
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
+def _init_variables(config) -> Optional[Dict[str, Any]]:
+  if not config.init_checkpoint:
+    return None
+  _, variables, meta = model_io.load_model(config.init_checkpoint)
+  if meta.get("model_name") != config.model.name:
+    raise ValueError(f"init_checkpoint {config.init_checkpoint} holds a "
+                     f"{meta.get('model_name')!r} model, the config trains {config.model.name!r}")
+  log.info("initializing from %s", config.init_checkpoint)
+  return variables
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
+  """Trains ``config.model`` for ``config.num_train_steps`` steps in ``workdir`` (resuming).
+
+  Returns:
+    a summary: ``{"step", "train_loss" (per logged step), "val" (per validation), ...}``
+    with the losses of every logged step, so that tests can assert on them.
+
+  Raises:
+    FloatingPointError: the loss became NaN/inf (the last good checkpoint is kept).
+    TrainingInterrupted: SIGTERM/SIGINT arrived; the state at the current step was saved.
+  """
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  maybe_initialize_distributed(config)
+  process, num_processes = jax.process_index(), jax.process_count()
+  num_local = jax.local_device_count()
+  num_devices = jax.device_count()
+  if config.batch_size % num_devices:
+    raise ValueError(f"batch_size {config.batch_size} is not divisible by the {num_devices} "
+                     "devices")
+  per_device = config.batch_size // num_devices
+  total_steps = config.num_train_steps if config.num_train_steps > 0 else (
+      config.num_epochs * config.steps_per_epoch)
+
+  root = config.data_root or default_data_root()
+  train_set = config.train_set
+  if root is None and train_set != "builtin":
+    log.warning("no data root (set $N3JAX_DATA_ROOT or --config.data_root): training on "
+                "scikit-image's sample photos and validating on %s", BUILTIN_VALIDATION)
+    train_set = "builtin"
+  source = image_data_source(train_set, root=root, channels=config.channels,
+                             tfds_dir=config.tfds_dir or None)
+  pipeline.check_source(source, config.crop_size)
+  val_images = _validation_images(config, root) if config.val_every else []
+
+  # BatchNorm statistics are averaged over all devices (models without BN ignore this).
+  sync_bn = {"bn_axis_name": AXIS} if "bn_axis_name" in model_fields(config.model.name) else {}
+  model = create_model(config.model.name, **config.model.kwargs, **sync_bn)
+  eval_model = create_model(config.model.name, **config.model.kwargs)
+  tx = optim.make_optimizer(config)
+  schedule = optim.learning_rate_schedule(
+      learning_rate=config.learning_rate, total_decay=config.lr_total_decay,
+      steps_per_epoch=config.steps_per_epoch, num_epochs=config.num_epochs)
+  state = create_train_state(model, tx, key=jax.random.PRNGKey(config.train_seed),
+                             image_shape=(config.crop_size, config.crop_size, config.channels),
+                             init_variables=_init_variables(config))
+  manager = checkpoints.make_manager(workdir, keep=config.keep_checkpoints)
+  restored = checkpoints.restore_latest(manager, state)
+  if restored is not None:
+    state = restored
+    log.info("resuming from step %d in %s", int(state.step), workdir)
+  start = int(state.step)
+
+  writer = SummaryWriter(workdir, enabled=process == 0)
+  denoise_fn = make_denoise_fn(eval_model, config.sigma)
+  p_step = make_p_train_step(model, config.sigma)
+  p_state = replicate(state)
+  del state
+
+  def host_batch(step: int) -> np.ndarray:
+    batch = pipeline.make_batch(source, step, seed=config.train_seed,
+                                batch_size=config.batch_size, crop_size=config.crop_size,
+                                flips=config.flips, rotations=config.rotations,
+                                shard_index=process, num_shards=num_processes)
+    return batch.reshape(num_local, per_device, *batch.shape[1:])
+
+  summary: Dict[str, Any] = {"start_step": start, "train_loss": {}, "val": {},
+                             "num_devices": num_devices, "num_processes": num_processes,
+                             "workdir": workdir}
+  pending: List[Tuple[int, Any]] = []
+  last_val: Dict[str, Any] = {}
+  t_log = time.perf_counter()
+
+  def flush(step: int) -> Optional[Dict[str, float]]:
+    """Fetches pending metrics (one host sync), logs them, stops on a non-finite loss."""
+    nonlocal t_log
+    if not pending:
+      return None
+    fetched = [(s, unreplicate(m)) for s, m in pending]
+    pending.clear()
+    for s, m in fetched:
+      summary["train_loss"][s] = float(m["loss"])
+      if not math.isfinite(float(m["loss"])):
+        raise FloatingPointError(
+            f"non-finite training loss {float(m['loss'])} at step {s}; the last checkpoint in "
+            f"{workdir} is from before it. Lower the learning rate or check the data.")
+    now = time.perf_counter()
+    means = {k: float(np.mean([m[k] for _, m in fetched])) for k in fetched[0][1]}
+    means["steps_per_second"] = len(fetched) / max(now - t_log, 1e-9)
+    means["learning_rate"] = float(schedule(step))
+    t_log = now
+    writer.scalars(step, means, prefix="train/")
+    return means
+
+  def save(step_state) -> None:
+    checkpoints.save(manager, step_state)
+
+  bar = tqdm(total=total_steps, initial=start, desc="train", unit="step",
+             disable=not config.progress or process != 0)
+  steps = iter(range(start, total_steps))
+  batches = pipeline.prefetch(host_batch, steps, depth=config.prefetch)
+  step = start
+  try:
+    with _stop_on_signals() as stop:
+      for step, batch in batches:
+        p_state, step_metrics = p_step(p_state, batch)
+        pending.append((step, step_metrics))
+        done = step + 1
+        bar.update(1)
+        last = done == total_steps
+        interrupted = stop["signum"] is not None
+        ckpt_due = last or interrupted or done % config.checkpoint_every == 0
+        if last or interrupted or ckpt_due or done % config.log_every == 0:
+          means = flush(done)
+          if means:
+            bar.set_postfix(loss=f"{means['loss']:.4g}", psnr=f"{means['psnr']:.2f}")
+        if ckpt_due:
+          save(unreplicate(p_state))
+        if val_images and (last or done % config.val_every == 0):
+          variables = unreplicate({"params": p_state.params,
+                                   "batch_stats": p_state.batch_stats})
+          last_val = {"step": done, **validate(denoise_fn, variables, val_images, config.seed)}
+          summary["val"][done] = last_val
+          writer.scalars(done, {k: v for k, v in last_val.items() if k.startswith("val_")},
+                         prefix="val/")
+          writer.write_metrics_json({**last_val, "train_loss": summary["train_loss"][step]})
+          log.info("step %d: validation PSNR %.3f dB (noisy %.3f)", done, last_val["val_psnr"],
+                   last_val["val_noisy_psnr"])
+        if interrupted:
+          manager.wait_until_finished()
+          raise TrainingInterrupted(stop["signum"], done)
+  except KeyboardInterrupt:
+    # A second Ctrl-C, or one outside the handler: keep what is complete.
+    manager.wait_until_finished()
+    raise
+  finally:
+    bar.close()
+    writer.close()
+  manager.wait_until_finished()
+  final = unreplicate(p_state)
+  summary["step"] = int(final.step)
+  # Every process takes part (orbax synchronizes them); the files are the same.
+  model_io.save_model(os.path.join(workdir, MODEL_DIR),
+                      {"params": final.params, "batch_stats": final.batch_stats},
+                      name=config.model.name, kwargs=dict(config.model.kwargs),
+                      metadata={"sigma": config.sigma, "step": int(final.step),
+                                "train_set": train_set, **({"val_psnr": last_val["val_psnr"]}
+                                                           if last_val else {})})
+  summary["final_state"] = final
+  return summary

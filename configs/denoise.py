@@ -135,11 +135,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.model.kwargs.bn_momentum = 0.05
     config.crop_size = 40
     config.batch_size = 16
-    config.steps_per_epoch = 80
-    config.num_epochs = 3
+    config.steps_per_epoch = 50
+    config.num_epochs = 4
     config.learning_rate = 2e-3
     config.lr_total_decay = 0.3
     config.log_every = 25
-    config.checkpoint_every = 80
-    config.val_every = 240
+    config.checkpoint_every = 100
+    config.val_every = 200
   return config

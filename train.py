@@ -1,5 +1,8 @@
 """Trains a model: ``python train.py --config=configs/denoise.py --workdir=DIR``.
 
+Configs: ``configs/denoise.py[:variant]`` (Gaussian denoising, paper Tables 1 and 3),
+``configs/sisr.py`` and ``configs/vdsr.py`` (super-resolution, Table 5); each has ``:smoke``.
+
 Running again with the same ``--workdir`` resumes from its latest checkpoint. SIGTERM or
 Ctrl-C saves a checkpoint first and exits with 128 + the signal number.
 """
@@ -32,7 +35,7 @@ def main(argv):
   last_val = summary["val"][max(summary["val"])] if summary["val"] else None
   if last_val:
     print(f"step {summary['step']}: validation PSNR {last_val['val_psnr']:.3f} dB "
-          f"(SSIM {last_val['val_ssim']:.4f}, noisy input {last_val['val_noisy_psnr']:.3f} dB)")
+          f"(SSIM {last_val['val_ssim']:.4f}, input {last_val['val_input_psnr']:.3f} dB)")
   return 0
 
 

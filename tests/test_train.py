@@ -180,7 +180,7 @@ def test_train_end_to_end_validates_saves_and_resumes(fake_root, tmp_path):
   # metrics.json: the latest validation, a flat object.
   metrics = json.load(open(os.path.join(workdir, "metrics.json")))
   assert metrics["step"] == 6 and metrics["val_images"] == 2
-  assert np.isfinite(metrics["val_psnr"]) and metrics["val_noisy_psnr"] == pytest.approx(20.2, abs=0.3)
+  assert np.isfinite(metrics["val_psnr"]) and metrics["val_input_psnr"] == pytest.approx(20.2, abs=0.3)
   assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
   # The exported model gives the same validation PSNR as eval.py's code path.
   model, variables, meta = load_model(os.path.join(workdir, "model"))

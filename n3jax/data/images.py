@@ -35,6 +35,15 @@ DENOISING_SETS: Dict[str, ImageSet] = {
 }
 
 
+# Super-resolution benchmarks (HR images; LR images are made by bicubic downscaling).
+SR_SETS: Dict[str, ImageSet] = {
+    "set5": ImageSet("Set5/HR", "*.png", "5 RGB images"),
+    "set14": ImageSet("Set14", "*.png", "14 images (13 RGB, bridge gray)"),
+    "bsd100": ImageSet("BSDS500/val", "*.jpg", "the 100 BSDS500 val images (B100)"),
+    "urban100": ImageSet("Urban100", "*.png", "100 RGB urban photos, longest side 1024"),
+}
+
+
 def repo_shared_dir() -> str:
   """``../shared`` beside the repository this package was loaded from."""
   return os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
@@ -89,6 +98,44 @@ def load_denoising_set(name: str, root: Optional[str] = None) -> List[Tuple[str,
   if not files:
     raise FileNotFoundError(f"no {spec.pattern} images in {os.path.join(root, spec.folder)}")
   return [(os.path.basename(f), load_gray(f)) for f in files]
+
+
+def load_uint8(path: str) -> np.ndarray:
+  """Reads an image as stored: ``uint8 [H, W]`` (gray) or ``[H, W, 3]`` (RGB).
+
+  Raises:
+    ValueError: the file is missing, corrupt, not an image, or not 8-bit.
+  """
+  try:
+    with Image.open(path) as im:
+      im.load()
+      if im.mode not in ("L", "RGB", "RGBA", "P"):
+        raise ValueError(f"unsupported image mode {im.mode} (need 8-bit gray or RGB)")
+      if im.mode != "L":
+        im = im.convert("RGB")
+      return np.asarray(im, np.uint8)
+  except (OSError, SyntaxError, ValueError) as e:
+    raise ValueError(f"cannot read image {path}: {e}") from e
+
+
+def load_sr_set(name: str, root: Optional[str] = None) -> List[Tuple[str, np.ndarray]]:
+  """The HR images of an SR benchmark, sorted by file name, as stored (``uint8``).
+
+  Raises:
+    KeyError: unknown set name. FileNotFoundError: no data root, or the set is missing.
+  """
+  if name not in SR_SETS:
+    raise KeyError(f"unknown SR dataset {name!r}; known: {sorted(SR_SETS)}")
+  root = root or default_data_root()
+  spec = SR_SETS[name]
+  if root is None:
+    raise FileNotFoundError(
+        f"no data root: set ${DATA_ROOT_ENV} or config.data_root to the folder holding "
+        f"{spec.folder}/ (see README, 'Data')")
+  files = sorted(glob.glob(os.path.join(root, spec.folder, spec.pattern)))
+  if not files:
+    raise FileNotFoundError(f"no {spec.pattern} images in {os.path.join(root, spec.folder)}")
+  return [(os.path.basename(f), load_uint8(f)) for f in files]
 
 
 BUILTIN_GRAY = ("camera", "moon", "brick", "grass", "gravel", "text")

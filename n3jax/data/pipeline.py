@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -147,3 +147,49 @@ def prefetch(fn, steps: Iterator[int], depth: int = 2) -> Iterator[Any]:
         q.get_nowait()
       except queue.Empty:
         thread.join(timeout=0.05)
+
+
+def scale_plan(step: int, *, seed: int, batch_size: int, scales: Sequence[int]) -> np.ndarray:
+  """The SR scale of every example of the global batch of ``step`` (a pure function)."""
+  if not scales:
+    raise ValueError("need at least one scale")
+  rng = np.random.default_rng([seed, 2, step])
+  return np.asarray(scales, np.int64)[rng.integers(0, len(scales), batch_size)]
+
+
+def make_sr_batch(source: Any, step: int, *, seed: int, batch_size: int, crop_size: int,
+                  scales: Sequence[int], flips: bool = True, rotations: bool = True,
+                  shard_index: int = 0, num_shards: int = 1) -> Dict[str, np.ndarray]:
+  """This host's part of the SR training batch of ``step``.
+
+  Each example is an HR crop (flipped/rotated as in :func:`make_batch`), its luminance
+  (BT.601 Y) the target, and the input the same crop downscaled by the example's scale and
+  upscaled back with MATLAB-compatible bicubic (:mod:`n3jax.data.bicubic`).
+
+  Args:
+    source: random-access RGB images, ``source[i]["image"]`` a ``uint8 [H, W, 3]`` array.
+    crop_size: HR crop size; must be divisible by every scale.
+
+  Returns:
+    ``{"input", "target"}``: float32 ``[b, crop, crop, 1]`` in ``[0, 1]`` (Y / 255), and
+    ``"scale"``: int ``[b]``, with ``b = batch_size / num_shards``.
+  """
+  from n3jax.data.bicubic import imresize, luminance  # host-side numpy
+  bad = [s for s in scales if crop_size % s]
+  if bad:
+    raise ValueError(f"crop_size {crop_size} is not divisible by the scale(s) {bad}")
+  plan = crop_plan(step, seed=seed, num_images=len(source), batch_size=batch_size,
+                   flips=flips, rotations=rotations)
+  per_example = scale_plan(step, seed=seed, batch_size=batch_size, scales=scales)
+  inputs, targets, kept = [], [], []
+  for i in range(batch_size)[shard_slice(batch_size, shard_index, num_shards)]:
+    image = np.asarray(source[int(plan.index[i])]["image"])
+    crop = crop_image(image, plan.offset[i], crop_size, bool(plan.flip[i]), int(plan.rot90[i]))
+    y = luminance(crop) / 255.0
+    s = int(per_example[i])
+    inputs.append(imresize(imresize(y, 1.0 / s), float(s)))
+    targets.append(y)
+    kept.append(s)
+  return {"input": np.stack(inputs)[..., None].astype(np.float32),
+          "target": np.stack(targets)[..., None].astype(np.float32),
+          "scale": np.asarray(kept, np.int32)}

@@ -49,6 +49,9 @@ TRAINING_SETS: Dict[str, TrainingSet] = {
     # Super-resolution training sets (VDSR/NLRN): T91 and BSDS500 train.
     "t91": TrainingSet(("T91/*.bmp",), "Yang et al. T91 (90 images)"),
     "bsds200": TrainingSet(("BSDS500/train/*.jpg",), "BSDS500 train, 200 images"),
+    # The 291 images of the VDSR/N³Net SISR protocol: T91 (90 distinct files) + BSDS500 train.
+    "t91_bsds200": TrainingSet(("T91/*.bmp", "BSDS500/train/*.jpg"),
+                               "T91 + BSDS500 train (290 images)"),
     # Photos bundled with scikit-image: the fallback when no data root exists.
     "builtin": TrainingSet((), "scikit-image sample photos (no download)", builtin=(
         "astronaut", "coffee", "chelsea", "rocket", "coins", "page", "clock",

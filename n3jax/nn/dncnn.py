@@ -20,6 +20,8 @@ class DnCNN(nn.Module):
     out_channels: channels of the output.
     features: channels of the hidden layers.
     depth: number of conv layers (the reference's N³Net uses 6, DnCNN-17 uses 17).
+    zero_init_out: initialize the last conv to zero, so that a residual network starts
+      as the identity (our choice for the SR models: training starts at bicubic quality).
   """
   out_channels: int
   features: int = 64
@@ -27,6 +29,7 @@ class DnCNN(nn.Module):
   kernel_size: int = 3
   use_bn: bool = True
   residual: bool = True
+  zero_init_out: bool = False
   bn_momentum: float = BN_MOMENTUM
   bn_axis_name: Optional[str] = None
   dtype: Any = None
@@ -46,7 +49,8 @@ class DnCNN(nn.Module):
                        name=f"bn_{i}", dtype=self.dtype)(h)
       h = nn.relu(h)
     y = conv(self.out_channels, self.kernel_size, use_bias=True, name="conv_out",
-             dtype=self.dtype)(h)
+             dtype=self.dtype,
+             kernel_init=nn.initializers.zeros if self.zero_init_out else None)(h)
     if self.residual:
       c = min(x.shape[-1], self.out_channels)
       y = y.at[..., :c].add(x[..., :c].astype(y.dtype))

@@ -32,10 +32,11 @@ def bn_scale_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
   return jnp.maximum(jnp.abs(std * jax.random.normal(key, shape, dtype)), BN_SCALE_INIT_MIN)
 
 
-def conv(features: int, kernel_size: int, *, use_bias: bool, name: str, dtype=None) -> nn.Conv:
-  """A stride-1 convolution with zero 'SAME' padding and the reference's init."""
+def conv(features: int, kernel_size: int, *, use_bias: bool, name: str, dtype=None,
+         kernel_init=None) -> nn.Conv:
+  """A stride-1 convolution with zero 'SAME' padding and (by default) the reference's init."""
   return nn.Conv(features, (kernel_size, kernel_size), padding="SAME", use_bias=use_bias,
-                 kernel_init=conv_kernel_init(), dtype=dtype, name=name)
+                 kernel_init=kernel_init or conv_kernel_init(), dtype=dtype, name=name)
 
 
 def batch_norm(*, train: bool, momentum: float, axis_name: Optional[str], name: str,

@@ -23,7 +23,9 @@ class N3Net(nn.Module):
   ``selection`` and ``match_on`` give the ablations of paper Table 1: ``selection`` is the
   N³ blocks' neighbour selection (``"continuous"``, ``"hard"``, ``"concrete"``, see
   :class:`N3Block`); ``match_on="input"`` matches patches of the noisy network input
-  (classic block matching) instead of a learned embedding.
+  (classic block matching) instead of a learned embedding. ``dncnn_bn=False`` drops the
+  BatchNorm of the DnCNN stages (VDSR-style stages, for super-resolution);
+  ``zero_init_out`` zero-initializes each stage's last conv (see :class:`DnCNN`).
   """
   out_channels: int = 1
   num_dncnns: int = 3
@@ -41,6 +43,8 @@ class N3Net(nn.Module):
   tile: Optional[int] = ops.windowed.DEFAULT_TILE
   selection: str = "continuous"
   match_on: str = "embedding"
+  dncnn_bn: bool = True
+  zero_init_out: bool = False
   bn_momentum: float = BN_MOMENTUM
   bn_axis_name: Optional[str] = None
   dtype: Any = None
@@ -56,7 +60,8 @@ class N3Net(nn.Module):
     for i in range(self.num_dncnns):
       last = i == self.num_dncnns - 1
       x = DnCNN(self.out_channels if last else self.interm_channels, self.features,
-                self.depth, bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
+                self.depth, use_bn=self.dncnn_bn, zero_init_out=self.zero_init_out,
+                bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
                 dtype=self.dtype,
                 name=f"dncnn_{i}")(x, train=train)
       if not last:

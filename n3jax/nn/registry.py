@@ -24,6 +24,14 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     # (classic block matching), and the stochastic Concrete relaxation.
     "knn_input": functools.partial(N3Net, num_dncnns=2, selection="hard", match_on="input"),
     "concrete_light": functools.partial(N3Net, num_dncnns=2, selection="concrete"),
+    # Super-resolution (paper Sec. 5.4): VDSR (Kim et al. 2016; 20 conv layers of 64
+    # channels, ReLU, global residual, no BatchNorm) and N³Net-SISR: three VDSR stages of
+    # depth 7 interleaved with two N³ blocks (k = 7). Input: the bicubically upsampled
+    # luminance; every stage adds its residual to the first channel (the image).
+    # (Both start as the identity: zero-initialized last convs.)
+    "vdsr": functools.partial(DnCNN, out_channels=1, depth=20, use_bn=False,
+                              zero_init_out=True),
+    "n3net_sisr": functools.partial(N3Net, depth=7, dncnn_bn=False, zero_init_out=True),
     # A tiny N³Net for tests and smoke runs.
     "n3net_tiny": functools.partial(N3Net, interm_channels=2, features=8, depth=3, k=2,
                                     embed_features=8, embed_depth=2, window=5),

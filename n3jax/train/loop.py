@@ -28,9 +28,10 @@ from tqdm.auto import tqdm
 
 from n3jax import checkpoint as model_io
 from n3jax.data import pipeline
-from n3jax.data.images import default_data_root, load_denoising_set
+from n3jax.data.images import default_data_root, load_denoising_set, load_sr_set
 from n3jax.data.records import BUILTIN_VALIDATION, _builtin_image, image_data_source
 from n3jax.evaluate import metrics as metrics_lib
+from n3jax.evaluate import sisr
 from n3jax.evaluate.denoise import image_key, make_denoise_fn
 from n3jax.nn import create_model, model_fields
 from n3jax.train import checkpoints, optim
@@ -41,6 +42,7 @@ from n3jax.train.summaries import SummaryWriter
 log = logging.getLogger(__name__)
 
 MODEL_DIR = "model"
+TASKS = ("denoise", "sisr")
 
 
 class TrainingInterrupted(Exception):
@@ -97,6 +99,36 @@ def _validation_images(config, root: Optional[str]) -> List[Tuple[str, np.ndarra
   return images
 
 
+def _sr_validation_pairs(config, root: Optional[str]):
+  """``[(name, scale, uint8 target Y, bicubic Y)]``: prepared once, before training."""
+  if root is None:
+    images = [(n, _builtin_image(n, 1)[..., 0]) for n in BUILTIN_VALIDATION]
+  else:
+    images = load_sr_set(config.val_dataset, root)
+  if config.val_max_images:
+    images = images[:config.val_max_images]
+  return [(name, s, *sisr.degrade(hr, s)) for s in config.val_scales for name, hr in images]
+
+
+def validate_sr(sr_fn, variables: Mapping[str, Any], pairs) -> Dict[str, float]:
+  """Mean PSNR/SSIM on Y over the validation pairs, as ``eval.py`` computes them."""
+  rows = []
+  for _, scale, target, bicubic in sorted(pairs, key=lambda t: (t[2].shape, t[0], t[1])):
+    try:
+      pred = sisr.super_resolve(sr_fn, variables, bicubic)
+      psnr, ssim = sisr.sr_scores(pred, target, scale)
+    except FloatingPointError:
+      psnr, ssim = float("nan"), float("nan")
+    rows.append((scale, psnr, ssim, sisr.sr_scores(bicubic, target, scale)[0]))
+  out = {"val_psnr": float(np.mean([r[1] for r in rows])),
+         "val_ssim": float(np.mean([r[2] for r in rows])),
+         "val_input_psnr": float(np.mean([r[3] for r in rows])), "val_images": len(rows)}
+  for scale in sorted({r[0] for r in rows}):
+    out[f"val_psnr_x{scale}"] = float(np.mean([r[1] for r in rows if r[0] == scale]))
+    out[f"val_input_psnr_x{scale}"] = float(np.mean([r[3] for r in rows if r[0] == scale]))
+  return out
+
+
 def validate(denoise_fn, variables: Mapping[str, Any], images, seed: int) -> Dict[str, float]:
   """Mean PSNR/SSIM (and noisy PSNR) of ``denoise_fn`` over ``images``, as eval.py computes them."""
   psnrs, ssims, noisy = [], [], []
@@ -107,7 +139,7 @@ def validate(denoise_fn, variables: Mapping[str, Any], images, seed: int) -> Dic
     noisy.append(float(noisy_psnr))
     ssims.append(metrics_lib.ssim(pred, clean) if np.isfinite(pred).all() else float("nan"))
   return {"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims)),
-          "val_noisy_psnr": float(np.mean(noisy)), "val_images": len(images)}
+          "val_input_psnr": float(np.mean(noisy)), "val_images": len(images)}
 
 
 @contextlib.contextmanager
@@ -157,6 +189,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   """
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
+  task = config.get("task", "denoise")
+  if task not in TASKS:
+    raise ValueError(f"config.task must be one of {TASKS}, got {task!r}")
   maybe_initialize_distributed(config)
   process, num_processes = jax.process_index(), jax.process_count()
   num_local = jax.local_device_count()
@@ -177,8 +212,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   source = image_data_source(train_set, root=root, channels=config.channels,
                              tfds_dir=config.tfds_dir or None)
   pipeline.check_source(source, config.crop_size)
-  val_images = _validation_images(config, root) if config.val_every else []
+  if not config.val_every:
+    val_images = []
+  elif task == "sisr":
+    val_images = _sr_validation_pairs(config, root)
+  else:
+    val_images = _validation_images(config, root)
 
+  # SR models see the luminance only; the records hold RGB to compute it from.
+  model_channels = 1 if task == "sisr" else config.channels
   # BatchNorm statistics are averaged over all devices (models without BN ignore this).
   sync_bn = {"bn_axis_name": AXIS} if "bn_axis_name" in model_fields(config.model.name) else {}
   model = create_model(config.model.name, **config.model.kwargs, **sync_bn)
@@ -188,7 +230,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       learning_rate=config.learning_rate, total_decay=config.lr_total_decay,
       steps_per_epoch=config.steps_per_epoch, num_epochs=config.num_epochs)
   state = create_train_state(model, tx, key=jax.random.PRNGKey(config.train_seed),
-                             image_shape=(config.crop_size, config.crop_size, config.channels),
+                             image_shape=(config.crop_size, config.crop_size, model_channels),
                              init_variables=_init_variables(config))
   manager = checkpoints.make_manager(workdir, keep=config.keep_checkpoints)
   restored = checkpoints.restore_latest(manager, state)
@@ -198,17 +240,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   start = int(state.step)
 
   writer = SummaryWriter(workdir, enabled=process == 0)
-  denoise_fn = make_denoise_fn(eval_model, config.sigma)
-  p_step = make_p_train_step(model, config.sigma)
+  if task == "sisr":
+    sr_fn = sisr.make_sr_fn(eval_model)
+    run_validation = lambda variables: validate_sr(sr_fn, variables, val_images)  # noqa: E731
+    p_step = make_p_train_step(model, None)
+  else:
+    denoise_fn = make_denoise_fn(eval_model, config.sigma)
+    run_validation = lambda variables: validate(  # noqa: E731
+        denoise_fn, variables, val_images, config.seed)
+    p_step = make_p_train_step(model, config.sigma)
   p_state = replicate(state)
   del state
 
-  def host_batch(step: int) -> np.ndarray:
-    batch = pipeline.make_batch(source, step, seed=config.train_seed,
-                                batch_size=config.batch_size, crop_size=config.crop_size,
-                                flips=config.flips, rotations=config.rotations,
-                                shard_index=process, num_shards=num_processes)
-    return batch.reshape(num_local, per_device, *batch.shape[1:])
+  def per_device_view(x: np.ndarray) -> np.ndarray:
+    return x.reshape(num_local, per_device, *x.shape[1:])
+
+  def host_batch(step: int):
+    common = dict(seed=config.train_seed, batch_size=config.batch_size,
+                  crop_size=config.crop_size, flips=config.flips, rotations=config.rotations,
+                  shard_index=process, num_shards=num_processes)
+    if task == "sisr":
+      pairs = pipeline.make_sr_batch(source, step, scales=tuple(config.scales), **common)
+      return {k: per_device_view(pairs[k]) for k in ("input", "target")}
+    return per_device_view(pipeline.make_batch(source, step, **common))
 
   summary: Dict[str, Any] = {"start_step": start, "train_loss": {}, "val": {},
                              "num_devices": num_devices, "num_processes": num_processes,
@@ -265,13 +319,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         if val_images and (last or done % config.val_every == 0):
           variables = unreplicate({"params": p_state.params,
                                    "batch_stats": p_state.batch_stats})
-          last_val = {"step": done, **validate(denoise_fn, variables, val_images, config.seed)}
+          last_val = {"step": done, **run_validation(variables)}
           summary["val"][done] = last_val
           writer.scalars(done, {k: v for k, v in last_val.items() if k.startswith("val_")},
                          prefix="val/")
           writer.write_metrics_json({**last_val, "train_loss": summary["train_loss"][step]})
-          log.info("step %d: validation PSNR %.3f dB (noisy %.3f)", done, last_val["val_psnr"],
-                   last_val["val_noisy_psnr"])
+          log.info("step %d: validation PSNR %.3f dB (input %.3f)", done, last_val["val_psnr"],
+                   last_val["val_input_psnr"])
         if interrupted:
           manager.wait_until_finished()
           raise TrainingInterrupted(stop["signum"], done)
@@ -289,7 +343,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   model_io.save_model(os.path.join(workdir, MODEL_DIR),
                       {"params": final.params, "batch_stats": final.batch_stats},
                       name=config.model.name, kwargs=dict(config.model.kwargs),
-                      metadata={"sigma": config.sigma, "step": int(final.step),
+                      metadata={**({"scales": list(config.scales)} if task == "sisr" else
+                                   {"sigma": config.sigma}),
+                                "task": task, "step": int(final.step),
                                 "train_set": train_set, **({"val_psnr": last_val["val_psnr"]}
                                                            if last_val else {})})
   summary["final_state"] = final

@@ -9,7 +9,7 @@ block's Gumbel noise) uses ``fold_in(fold_in(fold_in(key, s), MODEL), device)``.
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -23,10 +23,11 @@ AXIS = "batch"
 # pixels: loss = 0.5 · Σ (pred − clean)² · 1600 / (H·W), averaged over the batch.
 REFERENCE_LOSS_PIXELS = 1600
 _NOISE, _MODEL = 0, 1
+MIN_MSE = 1e-10  # floor of the training-PSNR metric's MSE: 100 dB
 
 
 def denoising_loss(pred: jax.Array, clean: jax.Array) -> jax.Array:
-  """Per-image reference loss ``0.5 · Σ (pred − clean)² · 1600 / (H·W)``, ``[B]``."""
+  """Per-image reference loss (used for every task) ``0.5 · Σ (pred − clean)² · 1600 / (H·W)``, ``[B]``."""
   h, w = clean.shape[1:3]
   sq = jnp.sum(jnp.square(pred.astype(jnp.float32) - clean), axis=(1, 2, 3))
   return 0.5 * sq * (REFERENCE_LOSS_PIXELS / (h * w))
@@ -42,41 +43,59 @@ def add_training_noise(clean: jax.Array, sigma: float, step_key: jax.Array,
   return clean + (sigma / PIXEL_SCALE) * noise
 
 
-def train_step(state: TrainState, clean: jax.Array, *, model: nn.Module, sigma: float
+def train_step(state: TrainState, batch: Union[jax.Array, Mapping[str, jax.Array]], *,
+               model: nn.Module, sigma: Optional[float]
                ) -> Tuple[TrainState, Dict[str, jax.Array]]:
-  """One step on this device's ``clean [b, H, W, C]``; call inside ``pmap(axis_name=AXIS)``.
+  """One step on this device's part of the batch; call inside ``pmap(axis_name=AXIS)``.
+
+  Args:
+    batch: denoising: the clean images ``[b, H, W, C]`` (Gaussian noise of std ``sigma`` on
+      the 0-255 scale is added here, keyed by each example's global index); restoration
+      from given inputs (super-resolution): ``{"input", "target"}``, both ``[b, H, W, C]``
+      (``sigma`` must be ``None``; other keys are ignored).
 
   Gradients, BatchNorm statistics (synchronized in the model through ``bn_axis_name``) and
   metrics are averaged over all devices.
 
   Returns:
-    the new state and ``{"loss", "psnr", "noisy_psnr"}`` (means over all devices).
+    the new state and ``{"loss", "psnr", "input_psnr"}`` (means over all devices).
   """
   device = jax.lax.axis_index(AXIS)
   step_key = jax.random.fold_in(state.key, state.step)
-  noisy = add_training_noise(clean, sigma, step_key, device * clean.shape[0])
+  if isinstance(batch, Mapping):
+    if sigma is not None:
+      raise ValueError("a batch of (input, target) pairs takes sigma=None")
+    inputs, target = batch["input"], batch["target"]
+  else:
+    if sigma is None:
+      raise ValueError("a batch of clean images needs the noise level sigma")
+    target = batch
+    inputs = add_training_noise(target, sigma, step_key, device * target.shape[0])
   model_key = jax.random.fold_in(jax.random.fold_in(step_key, _MODEL), device)
 
   def loss_fn(params):
-    pred, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, noisy,
+    pred, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, inputs,
                                 train=True, mutable=["batch_stats"], rngs={"gumbel": model_key})
-    return denoising_loss(pred, clean).mean(), (updates, pred)
+    return denoising_loss(pred, target).mean(), (updates, pred)
 
   (loss, (updates, pred)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   grads = jax.lax.pmean(grads, AXIS)
   batch_stats = jax.lax.pmean(updates.get("batch_stats", {}), AXIS)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
 
-  def psnr(x):
-    mse = jnp.mean(jnp.square(x - clean), axis=(1, 2, 3))
-    return jnp.mean(-10.0 * jnp.log10(mse))
+  def psnr(x):  # per example, capped at 100 dB (flat SR crops are exact after bicubic)
+    mse = jnp.mean(jnp.square(x - target), axis=(1, 2, 3))
+    return jnp.mean(-10.0 * jnp.log10(jnp.maximum(mse, MIN_MSE)))
 
-  metrics = {"loss": loss, "psnr": psnr(pred.astype(jnp.float32)), "noisy_psnr": psnr(noisy)}
+  metrics = {"loss": loss, "psnr": psnr(pred.astype(jnp.float32)), "input_psnr": psnr(inputs)}
   metrics = jax.lax.pmean(metrics, AXIS)
   return new_state, metrics
 
 
-def make_p_train_step(model: nn.Module, sigma: float):
-  """``train_step`` partialled and ``pmap``-ed over the local devices, state donated."""
+def make_p_train_step(model: nn.Module, sigma: Optional[float]):
+  """``train_step`` partialled and ``pmap``-ed over the local devices, state donated.
+
+  ``sigma``: the denoising noise level, or ``None`` for batches of (input, target) pairs.
+  """
   return jax.pmap(functools.partial(train_step, model=model, sigma=sigma), axis_name=AXIS,
                   donate_argnums=(0,))

@@ -58,6 +58,26 @@ def default_data_root() -> Optional[str]:
   return candidate if os.path.isdir(candidate) else None
 
 
+def _set_files(name: str, sets: Dict[str, ImageSet], root: Optional[str]) -> List[str]:
+  """The sorted files of benchmark ``name`` of ``sets`` under the data root.
+
+  Raises:
+    KeyError: unknown set name. FileNotFoundError: no data root, or the set is missing.
+  """
+  if name not in sets:
+    raise KeyError(f"unknown dataset {name!r}; known: {sorted(sets)}")
+  root = root or default_data_root()
+  spec = sets[name]
+  if root is None:
+    raise FileNotFoundError(
+        f"no data root: set ${DATA_ROOT_ENV} or config.data_root to the folder holding "
+        f"{spec.folder}/ (see README, 'Data')")
+  files = sorted(glob.glob(os.path.join(root, spec.folder, spec.pattern)))
+  if not files:
+    raise FileNotFoundError(f"no {spec.pattern} images in {os.path.join(root, spec.folder)}")
+  return files
+
+
 def load_gray(path: str) -> np.ndarray:
   """Reads an image as gray float32 ``[H, W]`` in ``[0, 1]``.
 
@@ -86,18 +106,7 @@ def load_denoising_set(name: str, root: Optional[str] = None) -> List[Tuple[str,
   Raises:
     KeyError: unknown set name. FileNotFoundError: no data root, or the set is missing.
   """
-  if name not in DENOISING_SETS:
-    raise KeyError(f"unknown dataset {name!r}; known: {sorted(DENOISING_SETS)}")
-  root = root or default_data_root()
-  if root is None:
-    raise FileNotFoundError(
-        f"no data root: set ${DATA_ROOT_ENV} or config.data_root to the folder holding "
-        f"{DENOISING_SETS[name].folder}/ (see README, 'Data')")
-  spec = DENOISING_SETS[name]
-  files = sorted(glob.glob(os.path.join(root, spec.folder, spec.pattern)))
-  if not files:
-    raise FileNotFoundError(f"no {spec.pattern} images in {os.path.join(root, spec.folder)}")
-  return [(os.path.basename(f), load_gray(f)) for f in files]
+  return [(os.path.basename(f), load_gray(f)) for f in _set_files(name, DENOISING_SETS, root)]
 
 
 def load_uint8(path: str) -> np.ndarray:
@@ -124,18 +133,7 @@ def load_sr_set(name: str, root: Optional[str] = None) -> List[Tuple[str, np.nda
   Raises:
     KeyError: unknown set name. FileNotFoundError: no data root, or the set is missing.
   """
-  if name not in SR_SETS:
-    raise KeyError(f"unknown SR dataset {name!r}; known: {sorted(SR_SETS)}")
-  root = root or default_data_root()
-  spec = SR_SETS[name]
-  if root is None:
-    raise FileNotFoundError(
-        f"no data root: set ${DATA_ROOT_ENV} or config.data_root to the folder holding "
-        f"{spec.folder}/ (see README, 'Data')")
-  files = sorted(glob.glob(os.path.join(root, spec.folder, spec.pattern)))
-  if not files:
-    raise FileNotFoundError(f"no {spec.pattern} images in {os.path.join(root, spec.folder)}")
-  return [(os.path.basename(f), load_uint8(f)) for f in files]
+  return [(os.path.basename(f), load_uint8(f)) for f in _set_files(name, SR_SETS, root)]
 
 
 BUILTIN_GRAY = ("camera", "moon", "brick", "grass", "gravel", "text")

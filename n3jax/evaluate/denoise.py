@@ -8,7 +8,6 @@ with peak 1 and SSIM (Gaussian window) per image, averaged per set.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import time
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 
 from n3jax.data.images import DENOISING_SETS, load_denoising_set
 from n3jax.data.noise import add_gaussian_noise
-from n3jax.evaluate import metrics
+from n3jax.evaluate import metrics, report
 
 log = logging.getLogger(__name__)
 
@@ -90,33 +89,19 @@ def evaluate_denoising(model: nn.Module, variables: Mapping[str, Any], *, sigma:
       done = [r for r in rows if r is not None]
       bar.set_postfix(psnr=f"{np.mean([r['psnr'] for r in done]):.3f}")
       entry["images"] = done
-      _summarize(entry)
+      report.summarize(entry, ("psnr", "ssim", "noisy_psnr"))
       if output_dir:
-        _write_json(os.path.join(output_dir, "results.json"), results)
+        report.write_json(os.path.join(output_dir, "results.json"), results)
     entry["images"] = rows
     entry["seconds"] = time.perf_counter() - start
-    _summarize(entry)
+    report.summarize(entry, ("psnr", "ssim", "noisy_psnr"))
     log.info("%s σ=%g: PSNR %.3f dB, SSIM %.4f", name, sigma, entry["mean_psnr"],
              entry["mean_ssim"])
   if output_dir:
-    _write_json(os.path.join(output_dir, "results.json"), results)
+    report.write_json(os.path.join(output_dir, "results.json"), results)
     with open(os.path.join(output_dir, "results.md"), "w") as f:
       f.write(results_markdown(results))
   return results
-
-
-def _summarize(entry: Dict[str, Any]) -> None:
-  rows = entry["images"]
-  for key in ("psnr", "ssim", "noisy_psnr"):
-    entry[f"mean_{key}"] = float(np.mean([r[key] for r in rows]))
-  entry["num_done"] = len(rows)
-
-
-def _write_json(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
 
 
 def results_markdown(results: Mapping[str, Any]) -> str:

@@ -10,11 +10,10 @@ With the identity as the model, this gives the standard bicubic figures (Set5 ×
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 
 from n3jax.data.bicubic import imresize, luminance, modcrop, to_uint8
 from n3jax.data.images import load_sr_set
-from n3jax.evaluate import metrics
+from n3jax.evaluate import metrics, report
 
 log = logging.getLogger(__name__)
 
@@ -118,32 +117,18 @@ def evaluate_sr(model: Optional[nn.Module], variables: Optional[Mapping[str, Any
         bic_psnr = psnr if sr_fn is None else sr_scores(bicubic, target, scale)[0]
         entry["images"].append({"name": fname, "shape": list(target.shape), "psnr": psnr,
                                 "ssim": ssim, "bicubic_psnr": bic_psnr})
-        _summarize(entry)
+        report.summarize(entry, ("psnr", "ssim", "bicubic_psnr"))
         bar.set_postfix(psnr=f"{entry['mean_psnr']:.3f}")
         if output_dir:
-          _write_json(os.path.join(output_dir, "results.json"), results)
+          report.write_json(os.path.join(output_dir, "results.json"), results)
       entry["seconds"] = time.perf_counter() - start
       log.info("%s ×%d: PSNR %.3f dB, SSIM %.4f (bicubic %.3f dB)", name, scale,
                entry["mean_psnr"], entry["mean_ssim"], entry["mean_bicubic_psnr"])
   if output_dir:
-    _write_json(os.path.join(output_dir, "results.json"), results)
+    report.write_json(os.path.join(output_dir, "results.json"), results)
     with open(os.path.join(output_dir, "results.md"), "w") as f:
       f.write(results_markdown(results))
   return results
-
-
-def _summarize(entry: Dict[str, Any]) -> None:
-  rows: List[Dict[str, Any]] = entry["images"]
-  for key in ("psnr", "ssim", "bicubic_psnr"):
-    entry[f"mean_{key}"] = float(np.mean([r[key] for r in rows]))
-  entry["num_done"] = len(rows)
-
-
-def _write_json(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
 
 
 def results_markdown(results: Mapping[str, Any]) -> str:

@@ -100,26 +100,28 @@ def _validation_images(config, root: Optional[str]) -> List[Tuple[str, np.ndarra
 
 
 def _sr_validation_pairs(config, root: Optional[str]):
-  """``[(name, scale, uint8 target Y, bicubic Y)]``: prepared once, before training."""
+  """``[(name, scale, uint8 target Y, bicubic Y, bicubic PSNR)]``: prepared once."""
   if root is None:
     images = [(n, _builtin_image(n, 1)[..., 0]) for n in BUILTIN_VALIDATION]
   else:
     images = load_sr_set(config.val_dataset, root)
   if config.val_max_images:
     images = images[:config.val_max_images]
-  return [(name, s, *sisr.degrade(hr, s)) for s in config.val_scales for name, hr in images]
+  pairs = [(name, s, *sisr.degrade(hr, s)) for s in config.val_scales for name, hr in images]
+  return [(*p, sisr.sr_scores(p[3], p[2], p[1])[0]) for p in pairs]
 
 
 def validate_sr(sr_fn, variables: Mapping[str, Any], pairs) -> Dict[str, float]:
   """Mean PSNR/SSIM on Y over the validation pairs, as ``eval.py`` computes them."""
   rows = []
-  for _, scale, target, bicubic in sorted(pairs, key=lambda t: (t[2].shape, t[0], t[1])):
+  for _, scale, target, bicubic, bicubic_psnr in sorted(pairs,
+                                                         key=lambda t: (t[2].shape, t[0], t[1])):
     try:
       pred = sisr.super_resolve(sr_fn, variables, bicubic)
       psnr, ssim = sisr.sr_scores(pred, target, scale)
     except FloatingPointError:
       psnr, ssim = float("nan"), float("nan")
-    rows.append((scale, psnr, ssim, sisr.sr_scores(bicubic, target, scale)[0]))
+    rows.append((scale, psnr, ssim, bicubic_psnr))
   out = {"val_psnr": float(np.mean([r[1] for r in rows])),
          "val_ssim": float(np.mean([r[2] for r in rows])),
          "val_input_psnr": float(np.mean([r[3] for r in rows])), "val_images": len(rows)}

@@ -107,9 +107,9 @@ def main(argv=None) -> int:
     method = "soft-kNN patch averaging (n3jax.ops, no training)"
   print(f"image {name} {clean.shape[1]}x{clean.shape[0]}, σ={args.sigma:g}: {method}")
   if model is not None:
-    fn = jax.jit(lambda v, x: model.apply(v, x[None, :, :, None])[0, :, :, 0])
+    from n3jax import infer
     start = time.perf_counter()
-    pred = fn(variables, noisy).block_until_ready()
+    pred = infer.denoise(model, variables, noisy).block_until_ready()
   else:
     fn = jax.jit(lambda x: knn_patch_denoise(x, args.sigma))
     start = time.perf_counter()

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from n3jax.data.images import DENOISING_SETS, load_denoising_set
 from n3jax.data.noise import add_gaussian_noise
+from n3jax import infer
 from n3jax.evaluate import metrics, report
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,14 @@ def image_key(seed: int, name: str) -> jax.Array:
 def make_denoise_fn(model: nn.Module, sigma: float) -> Callable[..., Tuple[jax.Array, ...]]:
   """A jit-compiled ``(variables, clean [H, W], key) → (denoised, noisy_psnr, psnr)``.
 
-  The function is compiled once per image shape; evaluate images grouped by shape.
+  The function is compiled once per image shape; evaluate images grouped by shape. The
+  model runs through :func:`n3jax.infer.restore` (any size, tiled when large).
   """
 
   @jax.jit
   def denoise(variables, clean, key):
     noisy = add_gaussian_noise(clean, sigma, key)
-    pred = model.apply(variables, noisy[None, :, :, None], train=False)[0, :, :, 0]
+    pred = infer.restore(model, variables, noisy)
     return pred, metrics.psnr(noisy, clean), metrics.psnr(pred, clean)
 
   return denoise

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from n3jax import infer
 from n3jax.data.bicubic import imresize, luminance, modcrop, to_uint8
 from n3jax.data.images import load_sr_set
 from n3jax.evaluate import metrics, report
@@ -63,11 +64,14 @@ def sr_scores(pred: np.ndarray, target: np.ndarray, scale: int) -> Tuple[float, 
 
 
 def make_sr_fn(model: nn.Module) -> Callable[[Any, jax.Array], jax.Array]:
-  """A jit-compiled ``(variables, bicubic Y [H, W] in [0, 1]) → restored Y [H, W]``."""
+  """A jit-compiled ``(variables, bicubic Y [H, W] in [0, 1]) → restored Y [H, W]``.
+
+  Runs through :func:`n3jax.infer.restore`: images of any size, tiled when large.
+  """
 
   @jax.jit
   def upscale(variables, x):
-    return model.apply(variables, x[None, :, :, None], train=False)[0, :, :, 0]
+    return infer.restore(model, variables, x)
 
   return upscale
 

@@ -40,6 +40,7 @@ class N3Block(nn.Module):
       ``"concrete"`` (the stochastic Gumbel-softmax relaxation; needs a ``"gumbel"`` RNG
       when ``train=True`` and is the deterministic relaxation otherwise). These are the
       ablations of paper Table 1.
+    conv_only: benchmark stand-in, see :meth:`_conv_only_standin` (not a model).
   """
   k: int = 7
   patch_size: int = 10
@@ -56,6 +57,7 @@ class N3Block(nn.Module):
   query_chunk: Optional[int] = 512
   tile: Optional[int] = ops.windowed.DEFAULT_TILE
   selection: str = "continuous"
+  conv_only: bool = False
   dtype: Any = None
 
   @nn.compact
@@ -84,23 +86,33 @@ class N3Block(nn.Module):
                            bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
                            dtype=self.dtype, name="embedcnn")(x, train=train)
 
+    if self.conv_only:
+      return self._conv_only_standin(x, embed, train)
+
     def patches(img):
       return ops.extract_patches(ops.pad_for_patches(img, p, s), p, s)
 
-    x_patches = patches(x)  # [B, n1, n2, P*P*c]
-    _, n1, n2, _ = x_patches.shape
+    n1, n2 = ops.grid_size(h, p, s), ops.grid_size(w, p, s)
     m = n1 * n2
-    e_patches = patches(embed)
-
     num_candidates = ops.num_candidates(n1, n2, self.window)
     if self.k > num_candidates:
       raise ValueError(f"k={self.k} neighbours requested but a {h}x{w} image has only "
                        f"{num_candidates} candidates per patch")
-    if self.tile:
-      logits = -ops.windowed_sq_distances(e_patches, self.window, tile=self.tile)
+    # The non-local part: on the block grid when patches are whole blocks (the default
+    # 10 / 5), else on patch vectors; both bounded in memory, or per-query gathers.
+    blockwise = bool(self.tile) and p % s == 0
+    if blockwise:
+      q = p // s
+      x_blocks = ops.to_blocks(ops.pad_for_patches(x, p, s), s)  # [B, N1, N2, s·s·c]
+      e_blocks = ops.to_blocks(ops.pad_for_patches(embed, p, s), s)
+      logits = -ops.block_sq_distances(e_blocks, q, self.window, tile=self.tile)
+    elif self.tile:
+      x_patches = patches(x)  # [B, n1, n2, P*P*c]
+      logits = -ops.windowed_sq_distances(patches(embed), self.window, tile=self.tile)
     else:
+      x_patches = patches(x)
       indices = ops.window_indices(n1, n2, self.window)
-      e_flat = e_patches.reshape(b, m, -1)
+      e_flat = patches(embed).reshape(b, m, -1)
       logits = -ops.indexed_sq_distances(e_flat, e_flat, indices, query_chunk=self.query_chunk)
     if self.selection == "hard":
       weights = ops.hard_knn_weights(logits, k=self.k)  # [B, M, O, k]
@@ -120,18 +132,39 @@ class N3Block(nn.Module):
                                            key=self.make_rng("gumbel"))
       else:
         weights = ops.continuous_knn_weights(logits, temperature, k=self.k)  # [B, M, O, k]
-    if self.tile:
-      volumes = ops.windowed_aggregate(weights, x_patches, self.window, tile=self.tile)
-    else:
-      volumes = ops.aggregate(weights, x_patches.reshape(b, m, -1), indices,
-                              query_chunk=self.query_chunk)  # [B, M, k, P*P*c]
-    volumes = volumes.reshape(b, n1, n2, self.k, -1).transpose(0, 3, 1, 2, 4)
-    volumes = volumes.reshape(b * self.k, n1, n2, -1)
     hp, wp = h + sum(ops.patch_padding(h, p, s)), w + sum(ops.patch_padding(w, p, s))
-    images = ops.crop_patch_padding(ops.fold_patches(volumes, hp, wp, p, s), h, w, p, s)
+    if blockwise:
+      summed = ops.block_aggregate_sum(weights, x_blocks, q, self.window)  # [B,N1,N2,k,D]
+      counts = ops.block_cover_counts(n1, n2, q).astype(summed.dtype)
+      folded = ops.from_blocks(jnp.moveaxis(summed / counts[:, :, None, None], 3, 1), s)
+      images = ops.crop_patch_padding(folded.reshape(b * self.k, hp, wp, c), h, w, p, s)
+    else:
+      if self.tile:
+        volumes = ops.windowed_aggregate(weights, x_patches, self.window, tile=self.tile)
+      else:
+        volumes = ops.aggregate(weights, x_patches.reshape(b, m, -1), indices,
+                                query_chunk=self.query_chunk)  # [B, M, k, P*P*c]
+      volumes = volumes.reshape(b, n1, n2, self.k, -1).transpose(0, 3, 1, 2, 4)
+      volumes = volumes.reshape(b * self.k, n1, n2, -1)
+      images = ops.crop_patch_padding(ops.fold_patches(volumes, hp, wp, p, s), h, w, p, s)
     images = images.reshape(b, self.k, h, w, c).transpose(0, 2, 3, 1, 4)  # [B, H, W, k, c]
     diffs = (images - x[..., None, :]).reshape(b, h, w, self.k * c)
     return jnp.concatenate([x, diffs.astype(x.dtype)], axis=-1)
+
+
+  def _conv_only_standin(self, x: jax.Array, embed: jax.Array, train: bool) -> jax.Array:
+    """Benchmark stand-in: the block's CNNs without its non-local part.
+
+    Runs the embedding and temperature CNNs as the block does, then replaces patch
+    extraction, distances, the k relaxation steps, aggregation and folding by an
+    elementwise map of equal output shape (used by ``bench/inference.py`` to measure what
+    the network costs without the non-local part).
+    """
+    log_temp = EmbeddingCNN(1, self.embed_features, self.embed_depth,
+                            bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
+                            dtype=self.dtype, name="tempcnn")(x, train=train)
+    v = x * jnp.exp(log_temp) + jnp.mean(embed, axis=-1, keepdims=True).astype(x.dtype)
+    return jnp.concatenate([x, jnp.tile(v, (1, 1, 1, self.k)).astype(x.dtype)], axis=-1)
 
 
 class MLP(nn.Module):

@@ -26,6 +26,7 @@ class N3Net(nn.Module):
   (classic block matching) instead of a learned embedding. ``dncnn_bn=False`` drops the
   BatchNorm of the DnCNN stages (VDSR-style stages, for super-resolution);
   ``zero_init_out`` zero-initializes each stage's last conv (see :class:`DnCNN`).
+  ``conv_only=True`` is the benchmarks' conv-only stand-in (see :class:`N3Block`).
   """
   out_channels: int = 1
   num_dncnns: int = 3
@@ -42,6 +43,7 @@ class N3Net(nn.Module):
   query_chunk: Optional[int] = 512
   tile: Optional[int] = ops.windowed.DEFAULT_TILE
   selection: str = "continuous"
+  conv_only: bool = False
   match_on: str = "embedding"
   dncnn_bn: bool = True
   zero_init_out: bool = False
@@ -49,26 +51,43 @@ class N3Net(nn.Module):
   bn_axis_name: Optional[str] = None
   dtype: Any = None
 
+  @property
+  def num_stages(self) -> int:
+    """Stages in order: ``DnCNN_0, N3Block_0, DnCNN_1, …, DnCNN_{n−1}``."""
+    return 2 * self.num_dncnns - 1
+
   @nn.compact
-  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-    """``[B, H, W, C]`` noisy images → ``[B, H, W, out_channels]`` restored images."""
+  def __call__(self, x: jax.Array, *, train: bool = False, stage: Optional[int] = None,
+               match: Optional[jax.Array] = None) -> jax.Array:
+    """``[B, H, W, C]`` noisy images → ``[B, H, W, out_channels]`` restored images.
+
+    With ``stage=i`` only stage ``i`` (see :attr:`num_stages`) is applied to ``x``, the
+    output of stage ``i − 1``; ``match`` is then the network input when
+    ``match_on="input"`` (used by :func:`n3jax.infer.restore` to tile stage by stage).
+    """
     if x.ndim != 4:
       raise ValueError(f"N3Net expects [B, H, W, C] images, got shape {x.shape}")
     if self.match_on not in ("embedding", "input"):
       raise ValueError(f"match_on must be 'embedding' or 'input', got {self.match_on!r}")
+    if stage is not None:
+      if not 0 <= stage < self.num_stages:
+        raise ValueError(f"stage must be in [0, {self.num_stages}), got {stage}")
+      return self._stage(stage, x, train, match)
     match = x if self.match_on == "input" else None
-    for i in range(self.num_dncnns):
-      last = i == self.num_dncnns - 1
-      x = DnCNN(self.out_channels if last else self.interm_channels, self.features,
-                self.depth, use_bn=self.dncnn_bn, zero_init_out=self.zero_init_out,
-                bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
-                dtype=self.dtype,
-                name=f"dncnn_{i}")(x, train=train)
-      if not last:
-        x = N3Block(self.k, self.patch_size, self.stride, self.window, self.embed_features,
-                    self.embed_depth, self.interm_channels, self.temp_bias,
-                    bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
-                    query_chunk=self.query_chunk,
-                    tile=self.tile, selection=self.selection,
-                    dtype=self.dtype, name=f"n3block_{i}")(x, train=train, match=match)
+    for i in range(self.num_stages):
+      x = self._stage(i, x, train, match)
     return x
+
+  def _stage(self, i: int, x: jax.Array, train: bool, match: Optional[jax.Array]) -> jax.Array:
+    if i % 2 == 0:
+      last = i == self.num_stages - 1
+      return DnCNN(self.out_channels if last else self.interm_channels, self.features,
+                   self.depth, use_bn=self.dncnn_bn, zero_init_out=self.zero_init_out,
+                   bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
+                   dtype=self.dtype, name=f"dncnn_{i // 2}")(x, train=train)
+    return N3Block(self.k, self.patch_size, self.stride, self.window, self.embed_features,
+                   self.embed_depth, self.interm_channels, self.temp_bias,
+                   bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
+                   query_chunk=self.query_chunk, tile=self.tile, selection=self.selection,
+                   conv_only=self.conv_only, dtype=self.dtype,
+                   name=f"n3block_{i // 2}")(x, train=train, match=match)

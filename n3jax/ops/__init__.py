@@ -1,5 +1,7 @@
 """Pure JAX core of N³Net (no Flax): distances, continuous kNN, patches and windows."""
 
+from n3jax.ops.blockwise import (block_aggregate_sum, block_cover_counts, block_sq_distances,
+                                 from_blocks, to_blocks)
 from n3jax.ops.chunking import map_query_chunks
 from n3jax.ops.distances import gather_candidates, indexed_sq_distances, pairwise_sq_distances
 from n3jax.ops.knn import (LOG1MEXP_GRAD_EPS, aggregate, concrete_knn_weights,
@@ -10,6 +12,8 @@ from n3jax.ops.patches import (crop_patch_padding, extract_patches, fold_patches
                                num_candidates, pad_for_patches, patch_padding, window_indices)
 
 __all__ = [
+    "block_aggregate_sum", "block_cover_counts", "block_sq_distances", "from_blocks",
+    "to_blocks",
     "map_query_chunks", "gather_candidates", "indexed_sq_distances", "pairwise_sq_distances",
     "LOG1MEXP_GRAD_EPS", "aggregate", "concrete_knn_weights", "continuous_knn_weights",
     "hard_knn_weights", "log1mexp", "mask_self",

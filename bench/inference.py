@@ -1,0 +1,187 @@
+"""N³Net inference time and peak memory by image size, against its conv-only cost and BM3D.
+
+  python bench/inference.py                          # 256², 512², 1024², 2048², 3 runs each
+  python bench/inference.py --sizes=256,512 --repeats=5 --json=bench/results/inference.json
+
+For every size it times ``n3jax.infer.restore`` (jit-compiled, tiled stage by stage above
+``--tile`` pixels) on a gray image, median of ``--repeats`` runs after one compiling run,
+for two networks with the same convolutions:
+
+* ``n3net``: the reference Gaussian denoiser (3 DnCNNs, 2 N³ blocks, k = 7);
+* ``conv_only``: the same network with the non-local part of each N³ block (patch
+  extraction, distances, the k relaxation steps, aggregation, folding) replaced by an
+  elementwise stand-in of equal output shape; embedding and temperature CNNs are kept.
+
+Each (network, size) runs in a fresh subprocess so that its peak resident memory
+(``ru_maxrss``: compiled program, buffers, Python and JAX included) is its own. With the
+``bm3d`` package installed (``pip install bm3d``) it also times BM3D on the 256² image; with
+the official σ=25 weights (``$N3JAX_PRETRAINED_DIR`` or ``../shared/pretrained``) it reports
+the PSNR of both on that image (Set12 ``01.png``, or scikit-image's camera at 256²).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+SIGMA = 25.0
+VARIANTS = ("n3net", "conv_only")
+
+
+def _test_image(size: int, seed: int = 0) -> np.ndarray:
+  """A ``size x size`` noisy-looking gray image in [0, 1] (content does not change timing)."""
+  rng = np.random.default_rng(seed)
+  return rng.random((size, size), np.float32)
+
+
+def worker(variant: str, size: int, repeats: int, tile: int) -> dict:
+  """Times one (variant, size) in this process; returns times and peak RSS."""
+  import jax
+  import jax.numpy as jnp
+  from n3jax import infer
+  from n3jax.nn import create_model
+  model = create_model("n3net", conv_only=variant == "conv_only")
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1)))
+  image = jnp.asarray(_test_image(size))
+  start = time.perf_counter()
+  infer.restore(model, variables, image, tile=tile).block_until_ready()
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    infer.restore(model, variables, image, tile=tile).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return {"variant": variant, "size": size, "times_s": times,
+          "median_s": float(np.median(times)), "first_call_s": first,
+          "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+
+
+def _run_worker(variant: str, size: int, repeats: int, tile: int) -> dict:
+  cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant, "--sizes", str(size),
+         "--repeats", str(repeats), "--tile", str(tile)]
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bm3d_comparison(repeats: int) -> dict:
+  """BM3D vs N³Net (official σ=25 weights when found) on one 256² image: time and PSNR."""
+  try:
+    import bm3d
+  except ImportError:
+    return {"skipped": "bm3d not installed (pip install bm3d)"}
+  import jax
+  import jax.numpy as jnp
+  from n3jax import infer
+  from n3jax.data import images
+  from n3jax.data.noise import add_gaussian_noise
+  from n3jax.demo import _find_official
+  from n3jax.evaluate import metrics
+  from n3jax.evaluate.denoise import image_key
+  from n3jax.nn import create_model
+  root = images.default_data_root()
+  path = os.path.join(root, "Set12", "01.png") if root else None
+  if path and os.path.isfile(path):
+    name, clean = "Set12/01.png", images.load_gray(path)
+  else:
+    from skimage import data
+    name, clean = "skimage camera[128:384, 128:384]", data.camera()[128:384, 128:384] / 255.0
+  clean = np.asarray(clean, np.float32)
+  noisy = np.asarray(add_gaussian_noise(jnp.asarray(clean), SIGMA, image_key(0, "01.png")))
+  result = {"image": name, "shape": list(clean.shape), "sigma": SIGMA,
+            "noisy_psnr": float(metrics.psnr(noisy, clean))}
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    est = bm3d.bm3d(noisy, SIGMA / 255.0)
+    times.append(time.perf_counter() - start)
+  result["bm3d"] = {"times_s": times, "median_s": float(np.median(times)),
+                    "psnr": float(metrics.psnr(np.asarray(est, np.float32), clean))}
+  model = create_model("n3net")
+  official = _find_official(SIGMA, None)
+  if official:
+    from n3jax.convert import convert_official
+    variables, _ = convert_official(official)
+    weights = os.path.basename(official)
+  else:
+    variables, weights = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1))), None
+  x = jnp.asarray(noisy)
+  infer.restore(model, variables, x).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    pred = infer.restore(model, variables, x).block_until_ready()
+    times.append(time.perf_counter() - start)
+  result["n3net"] = {"times_s": times, "median_s": float(np.median(times)), "weights": weights,
+                     "psnr": float(metrics.psnr(pred, clean)) if weights else None}
+  result["speedup"] = result["bm3d"]["median_s"] / result["n3net"]["median_s"]
+  return result
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--sizes", default="256,512,1024,2048")
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--tile", type=int, default=None, help="core tile side "
+                      "(default n3jax.infer.DEFAULT_TILE)")
+  parser.add_argument("--variants", default=",".join(VARIANTS))
+  parser.add_argument("--no-bm3d", action="store_true")
+  parser.add_argument("--json", default="", help="also write the figures here")
+  parser.add_argument("--worker", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  sizes = [int(s) for s in args.sizes.split(",")]
+  if args.tile is None:
+    from n3jax.infer import DEFAULT_TILE
+    args.tile = DEFAULT_TILE
+  if args.worker:
+    print(json.dumps(worker(args.worker, sizes[0], args.repeats, args.tile)))
+    return
+  from bench.common import machine, write_json
+  info = machine()
+  print(f"machine: {info}")
+  print(f"tile {args.tile}; median of {args.repeats} runs after a compiling run; "
+        "peak RSS of a fresh process per row")
+  results = {"machine": info, "tile": args.tile, "repeats": args.repeats, "runs": []}
+  variants = args.variants.split(",")
+  by = {}
+  for size in sizes:
+    for variant in variants:
+      r = _run_worker(variant, size, args.repeats, args.tile)
+      results["runs"].append(r)
+      by[variant, size] = r
+      print(f"{variant:>9} {size:>5}²: median {r['median_s']:8.3f} s   peak RSS "
+            f"{r['peak_rss_gib']:.2f} GiB   (first call {r['first_call_s']:.1f} s)", flush=True)
+    if set(VARIANTS) <= set(variants):
+      ratio = by["n3net", size]["median_s"] / by["conv_only", size]["median_s"]
+      results.setdefault("n3net_over_conv_only", {})[str(size)] = ratio
+      print(f"{'':>9} {size:>5}²: n3net / conv_only = {ratio:.3f}", flush=True)
+  for a, b in zip(sizes, sizes[1:]):
+    if "n3net" in variants:
+      ratio = by["n3net", b]["median_s"] / by["n3net", a]["median_s"]
+      results.setdefault("scaling", {})[f"{b}/{a}"] = ratio
+      print(f"time n3net {b}² / {a}²: {ratio:.2f} (pixels ×{(b / a) ** 2:.0f})")
+  if not args.no_bm3d:
+    cmp = bm3d_comparison(args.repeats)
+    results["bm3d_256"] = cmp
+    if "skipped" in cmp:
+      print(f"bm3d: {cmp['skipped']}")
+    else:
+      psnr = cmp["n3net"]["psnr"]
+      print(f"{cmp['image']} σ={SIGMA:g} (noisy {cmp['noisy_psnr']:.2f} dB): "
+            f"bm3d {cmp['bm3d']['median_s']:.3f} s, {cmp['bm3d']['psnr']:.2f} dB; "
+            f"n3net {cmp['n3net']['median_s']:.3f} s, "
+            + (f"{psnr:.2f} dB" if psnr is not None else "no official weights, PSNR n/a")
+            + f"; bm3d / n3net time = {cmp['speedup']:.2f}")
+  write_json(args.json, results)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,171 @@
+"""Whole-image inference of any size: jit-compiled, tiled stage by stage, exact.
+
+``restore(model, variables, image)`` (alias ``denoise``) runs a trained N³Net or DnCNN on
+an image of any size in bounded memory. Images up to ``tile`` pixels per side run in one
+piece. Larger ones are cut into overlapping tiles, *stage by stage*: each stage of the
+network (a DnCNN, an N³ block) runs over tiles of the previous stage's full-size output,
+and keeps from each tile only its core, whose receptive field lies inside the tile. The
+overlap a stage needs (its *halo*) is its own receptive radius — 6 pixels for a DnCNN of
+depth 6, 47 for the reference N³ block — not the whole network's (≈ 110), so tiling costs
+little extra time. N³ block tiles start on the block's patch grid and keep the image's
+patch padding, so patches, search windows (border-shifted ones included) and the
+temperature of every kept pixel are those of the untiled run: the result equals untiled
+inference up to float rounding (tests/test_infer.py: within 1e-5).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from n3jax.nn.dncnn import DnCNN
+from n3jax.nn.n3block import N3Block
+from n3jax.nn.n3net import N3Net
+
+DEFAULT_TILE = 512  # core tile side (bench/inference.py: 2048² in 3.3 GiB; 1024 needs 4.5 GiB)
+
+
+def dncnn_halo(model: DnCNN) -> int:
+  """Receptive radius of a DnCNN: one ``kernel_size // 2`` per conv layer."""
+  return model.depth * (model.kernel_size // 2)
+
+
+def n3block_halo(patch_size: int, stride: int, window: int, embed_depth: int,
+                 kernel_size: int = 3) -> int:
+  """Receptive radius of an N³ block, in pixels of its input.
+
+  A pixel's output averages candidates of the patches covering it: a covering patch
+  starts at most ``patch_size − 1`` before the pixel, its candidates start at most
+  ``stride · (window // 2)`` before that and extend ``patch_size − 1`` after their start,
+  so candidate pixels lie within ``(patch_size − 1) + stride · (window // 2)`` of the
+  pixel; their embeddings add the embedding CNN's radius. The same margin keeps the
+  window of every kept query centred, or shifted at the image border exactly as in the
+  whole image.
+  """
+  return (patch_size - 1) + stride * (window // 2) + embed_depth * (kernel_size // 2)
+
+
+def stage_geometry(model: nn.Module) -> List[Tuple[int, int]]:
+  """``(halo, align)`` of each stage of ``model``: tiles of stage ``i`` overlap by
+  ``halo`` pixels and start at multiples of ``align``."""
+  if isinstance(model, N3Net):
+    out = []
+    for i in range(model.num_stages):
+      if i % 2 == 0:
+        out.append((model.depth, 1))  # DnCNN stages: 3x3 convs
+      else:
+        out.append((n3block_halo(model.patch_size, model.stride, model.window,
+                                 model.embed_depth), model.stride))
+    return out
+  if isinstance(model, DnCNN):
+    return [(dncnn_halo(model), 1)]
+  raise TypeError(f"no tiling rule for {type(model).__name__}; use N3Net or DnCNN")
+
+
+def axis_tiles(size: int, core: int, halo: int, align: int
+               ) -> Tuple[int, int, List[Tuple[int, int]]]:
+  """Tiles along one axis: ``(tile_size, core_size, [(tile_start, core_start), …])``.
+
+  Every tile has the same size (one compilation); cores of size ``core_size`` cover
+  ``[0, size)`` (the last one shifted inward); each tile covers its core plus ``halo`` on
+  each side, or reaches the image border; tile starts are multiples of ``align`` and
+  ``tile_size ≡ size (mod align)`` (so an N³ block pads a tile as it pads the image).
+  """
+  if size <= core:
+    return size, size, [(0, 0)]
+  tile = core + 2 * halo + align - 1
+  tile += (size - tile) % align  # tile ≡ size (mod align)
+  if tile >= size:
+    return size, size, [(0, 0)]
+  starts = list(range(0, size - core, core)) + [size - core]
+  out = []
+  for cs in starts:
+    ts = min(max((cs - halo) // align * align, 0), size - tile)
+    assert ts <= max(cs - halo, 0) and ts + tile >= min(cs + core + halo, size), (size, cs)
+    out.append((ts, cs))
+  return tile, core, out
+
+
+def _tiled(fn, x: jax.Array, match: Optional[jax.Array], *, tile: int, halo: int,
+           align: int) -> jax.Array:
+  """Applies a stage ``fn(x_tile, match_tile)`` over overlapping tiles of ``x [B, H, W, C]``."""
+  b, h, w, c = x.shape
+  t1, k1, rows = axis_tiles(h, tile, halo, align)
+  t2, k2, cols = axis_tiles(w, tile, halo, align)
+  if len(rows) == 1 and len(cols) == 1:
+    return fn(x, match)
+  table = np.array([(r[0], cl[0], r[1], cl[1]) for r in rows for cl in cols], np.int32)
+  out_shape = jax.eval_shape(fn, jax.ShapeDtypeStruct((b, t1, t2, c), x.dtype),
+                             None if match is None else
+                             jax.ShapeDtypeStruct((b, t1, t2, match.shape[-1]), match.dtype))
+  out = jnp.zeros((b, h, w, out_shape.shape[-1]), out_shape.dtype)
+  table = jnp.asarray(table)
+
+  def body(n, out):
+    ty, tx, cy, cx = table[n, 0], table[n, 1], table[n, 2], table[n, 3]
+    xt = jax.lax.dynamic_slice(x, (0, ty, tx, 0), (b, t1, t2, c))
+    mt = None if match is None else jax.lax.dynamic_slice(
+        match, (0, ty, tx, 0), (b, t1, t2, match.shape[-1]))
+    yt = fn(xt, mt)
+    core = jax.lax.dynamic_slice(yt, (0, cy - ty, cx - tx, 0), (b, k1, k2, yt.shape[-1]))
+    return jax.lax.dynamic_update_slice(out, core, (0, cy, cx, 0))
+
+  return jax.lax.fori_loop(0, table.shape[0], body, out)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "tile"))
+def restore(model: nn.Module, variables: Mapping[str, Any], image: jax.Array, *,
+            tile: int = DEFAULT_TILE) -> jax.Array:
+  """Runs ``model`` (inference mode) on an image of any size, tiling it when large.
+
+  Args:
+    model: an :class:`~n3jax.nn.N3Net` or :class:`~n3jax.nn.DnCNN` (any registry model).
+    variables: its variables (``params`` and ``batch_stats``).
+    image: ``[H, W]``, ``[H, W, C]`` or ``[B, H, W, C]`` (e.g. a noisy image in [0, 1]).
+    tile: core tile side in pixels; images up to this size per side run in one piece.
+      Peak memory grows with ``tile²``, not with the image.
+
+  Returns:
+    The model's output in the layout of ``image`` (``[H, W]`` in, ``[H, W]`` out for
+    one output channel), equal to ``model.apply(variables, image)`` up to float rounding.
+  """
+  if tile < 1:
+    raise ValueError(f"tile must be positive, got {tile}")
+  x = jnp.asarray(image)
+  layout = x.ndim
+  if layout == 2:
+    x = x[None, :, :, None]
+  elif layout == 3:
+    x = x[None]
+  elif layout != 4:
+    raise ValueError(f"image must be [H, W], [H, W, C] or [B, H, W, C], got {x.shape}")
+  x = x.astype(jnp.result_type(x.dtype, jnp.float32))
+  geometry = stage_geometry(model)
+  if isinstance(model, N3Net):
+    match = x if model.match_on == "input" else None
+    for i, (halo, align) in enumerate(geometry):
+      fn = functools.partial(_apply_stage, model, variables, i)
+      x = _tiled(fn, x, match if i % 2 else None, tile=tile, halo=halo, align=align)
+  else:
+    (halo, align), = geometry
+    x = _tiled(lambda t, _: model.apply(variables, t, train=False), x, None,
+               tile=tile, halo=halo, align=align)
+  if layout == 2:
+    return x[0, :, :, 0] if x.shape[-1] == 1 else x[0]
+  return x[0] if layout == 3 else x
+
+
+def _apply_stage(model: N3Net, variables, i: int, x: jax.Array,
+                 match: Optional[jax.Array]) -> jax.Array:
+  return model.apply(variables, x, train=False, stage=i, match=match)
+
+
+denoise = restore
+
+__all__ = ["restore", "denoise", "stage_geometry", "axis_tiles", "n3block_halo",
+           "dncnn_halo", "DEFAULT_TILE"]

@@ -18,3 +18,19 @@ def test_train_step_bench_reports_medians_and_their_ratio(tmp_path):
     assert models[name]["median_s"] == sorted(models[name]["times_s"])[0] + (
         sorted(models[name]["times_s"])[1] - sorted(models[name]["times_s"])[0]) / 2
   assert abs(res["ratio"] - models["n3net_tiny"]["median_s"] / models["dncnn17"]["median_s"]) < 1e-12
+
+
+def test_inference_bench_reports_times_memory_and_ratios(tmp_path):
+  """Runs the real script (subprocess workers) on tiny images; the printed ratios are
+  those of the recorded medians."""
+  import pytest
+  from bench import inference
+  out = tmp_path / "inf.json"
+  inference.main(["--sizes=48", "--repeats=2", "--tile=64", "--no-bm3d", f"--json={out}"])
+  res = json.loads(out.read_text())
+  runs = {(r["variant"], r["size"]): r for r in res["runs"]}
+  assert set(runs) == {("n3net", 48), ("conv_only", 48)}
+  for r in runs.values():
+    assert len(r["times_s"]) == 2 and r["median_s"] > 0 and 0.1 < r["peak_rss_gib"] < 24
+  assert res["n3net_over_conv_only"]["48"] == pytest.approx(
+      runs["n3net", 48]["median_s"] / runs["conv_only", 48]["median_s"])

@@ -67,17 +67,23 @@ def _losses(d, steps):
   return np.array([d[s] for s in range(steps)])
 
 
-def test_two_devices_match_one_device(fake_root, tmp_path):
+@pytest.fixture(scope="module")
+def two_device_run(fake_root, tmp_path_factory):
+  """5 steps on 2 devices of one process: the reference of the parallel tests below."""
+  return _run(fake_root, tmp_path_factory.mktemp("two"), 5, SOFT, devices=2)
+
+
+def test_two_devices_match_one_device(fake_root, tmp_path, two_device_run):
   one, dev1 = _run(fake_root, tmp_path / "one", 5, SOFT, devices=1)
-  two, dev2 = _run(fake_root, tmp_path / "two", 5, SOFT, devices=2)
+  two, dev2 = two_device_run
   assert dev1 == [1, 1] and dev2 == [2, 1]
   np.testing.assert_allclose(_losses(two, 5), _losses(one, 5), rtol=1e-5)
   # The losses move, so the comparison covers the updates, not only the first forward pass.
   assert one[4] < 0.9 * one[0]
 
 
-def test_two_processes_with_gloo_match_two_devices(fake_root, tmp_path):
-  two, _ = _run(fake_root, tmp_path / "two", 5, SOFT, devices=2)
+def test_two_processes_with_gloo_match_two_devices(fake_root, tmp_path, two_device_run):
+  two, _ = two_device_run
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -111,7 +117,7 @@ def _final_params(workdir):
 
 
 def test_resume_after_sigkill_is_bitwise_exact(fake_root, tmp_path):
-  steps = 12
+  steps = 8
   _run(fake_root, tmp_path / "straight", steps)
   killed = tmp_path / "killed"
   proc = subprocess.Popen(_cmd(fake_root, killed, steps), env=_env(1), cwd=REPO,

@@ -9,7 +9,8 @@ from n3jax.ops.knn import (LOG1MEXP_GRAD_EPS, aggregate, concrete_knn_weights,
                            mask_self, neural_nearest_neighbors)
 from n3jax.ops.windowed import windowed_aggregate, windowed_sq_distances
 from n3jax.ops.patches import (crop_patch_padding, extract_patches, fold_patches, grid_size,
-                               num_candidates, pad_for_patches, patch_padding, window_indices)
+                               num_candidates, pad_for_patches, patch_padding, window_candidates,
+                               window_indices, window_start)
 
 __all__ = [
     "block_aggregate_sum", "block_cover_counts", "block_sq_distances", "from_blocks",
@@ -19,4 +20,5 @@ __all__ = [
     "hard_knn_weights", "log1mexp", "mask_self",
     "neural_nearest_neighbors", "crop_patch_padding", "extract_patches", "fold_patches",
     "grid_size", "num_candidates", "windowed_aggregate", "windowed_sq_distances", "pad_for_patches", "patch_padding", "window_indices",
+    "window_start", "window_candidates",
 ]

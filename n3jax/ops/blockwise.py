@@ -26,8 +26,12 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
-DISTANCE_TILE = 6  # query patches per tile side (fastest on CPU, bench/nonlocal.py)
-AGGREGATE_TILE = 4  # output blocks per tile side (likewise)
+from n3jax.ops.chunking import map_tiles, untile
+from n3jax.ops.patches import window_candidates, window_start
+
+# Tile sides chosen by timing the N³ block at a 512² image on CPU (k = 7, window 15).
+DISTANCE_TILE = 6  # query patches per tile side
+AGGREGATE_TILE = 4  # output blocks per tile side
 
 
 def to_blocks(x: jax.Array, stride: int) -> jax.Array:
@@ -46,55 +50,6 @@ def from_blocks(blocks: jax.Array, stride: int) -> jax.Array:
   x = blocks.reshape(*lead, n1, n2, stride, stride, c)
   x = jnp.swapaxes(x, -4, -3)
   return x.reshape(*lead, n1 * stride, n2 * stride, c)
-
-
-def _window_start(p: jax.Array, n: int, window: int) -> jax.Array:
-  """First candidate row of the border-shifted window of patch row ``p`` (see window_indices)."""
-  return jnp.clip(p - window // 2, 0, n - min(window, n))
-
-
-def _window_positions(n1: int, n2: int, window: int) -> Tuple[jax.Array, jax.Array]:
-  """``(alpha [O], beta [O])`` window offsets of candidate ``o`` *before* removing self.
-
-  Returned for all ``w1·w2`` positions; :func:`_candidate_offsets` drops the query's own.
-  """
-  w1, w2 = min(window, n1), min(window, n2)
-  a, b = jnp.meshgrid(jnp.arange(w1), jnp.arange(w2), indexing="ij")
-  return a.reshape(-1), b.reshape(-1)
-
-
-def _candidate_offsets(p1: jax.Array, p2: jax.Array, n1: int, n2: int, window: int):
-  """Window row/column of each candidate ``o`` of patches ``(p1, p2)`` (self excluded).
-
-  Args:
-    p1, p2: int arrays of equal shape ``S`` (patch grid positions, in range).
-
-  Returns:
-    ``(rows, cols)``, each ``S + (O,)``: absolute candidate patch positions, in the order of
-    :func:`~n3jax.ops.window_indices`.
-  """
-  w2 = min(window, n2)
-  top, left = _window_start(p1, n1, window), _window_start(p2, n2, window)
-  self_pos = (p1 - top) * w2 + (p2 - left)
-  o = jnp.arange(min(window, n1) * w2 - 1)
-  pos = o + (o >= self_pos[..., None])
-  return top[..., None] + pos // w2, left[..., None] + pos % w2
-
-
-def _map_tiles(fn, t1: int, t2: int):
-  """``lax.map`` of ``fn(i, j)`` over all tiles, each rematerialized in the backward pass."""
-  ii, jj = jnp.meshgrid(jnp.arange(t1), jnp.arange(t2), indexing="ij")
-  out = jax.lax.map(lambda a: jax.checkpoint(fn)(*a), (ii.reshape(-1), jj.reshape(-1)))
-  return out.reshape(t1, t2, *out.shape[1:])
-
-
-def _untile(x: jax.Array, n1: int, n2: int) -> jax.Array:
-  """``[t1, t2, B, T, T, ...]`` → ``[B, n1, n2, ...]`` (cropping the padding)."""
-  t1, t2, b, tile = x.shape[:4]
-  rest = x.shape[5:]
-  x = jnp.moveaxis(x, 2, 0)  # [B, t1, t2, T, T, ...]
-  x = jnp.swapaxes(x, 2, 3).reshape(b, t1 * tile, t2 * tile, *rest)
-  return x[:, :n1, :n2]
 
 
 def _box_sum(x: jax.Array, q: int, axes: Tuple[int, int], sizes: Tuple[int, int]) -> jax.Array:
@@ -135,7 +90,7 @@ def block_sq_distances(blocks: jax.Array, q: int, window: int, *,
     patches of the same image. Computed in at least float32, clamped at 0.
   """
   n1, n2 = _patch_grid(blocks, q)
-  b, nb1, nb2, d = blocks.shape
+  b, _, _, d = blocks.shape
   acc = jnp.promote_types(blocks.dtype, jnp.float32)
   t1, t2 = -(-n1 // tile), -(-n2 // tile)
   reg1, reg2 = min(tile + min(window, n1) - 1, n1), min(tile + min(window, n2) - 1, n2)
@@ -146,8 +101,8 @@ def block_sq_distances(blocks: jax.Array, q: int, window: int, *,
   def tile_fn(i, j):
     p1 = jnp.minimum(i * tile + jnp.arange(tile), n1 - 1)
     p2 = jnp.minimum(j * tile + jnp.arange(tile), n2 - 1)
-    r0 = jnp.minimum(_window_start(i * tile, n1, window), n1 - reg1)
-    c0 = jnp.minimum(_window_start(j * tile, n2, window), n2 - reg2)
+    r0 = jnp.minimum(window_start(i * tile, n1, window), n1 - reg1)
+    c0 = jnp.minimum(window_start(j * tile, n2, window), n2 - reg2)
     qb = jax.lax.dynamic_slice(padded, (0, i * tile, j * tile, 0),
                                (b, tile + q - 1, tile + q - 1, d)).astype(acc)
     cb = jax.lax.dynamic_slice(blocks, (0, r0, c0, 0),
@@ -162,13 +117,13 @@ def block_sq_distances(blocks: jax.Array, q: int, window: int, *,
     qn = _box_sum(jnp.sum(qb * qb, -1), q, (1, 2), (tile, tile))  # [B, T, T]
     cn = _box_sum(jnp.sum(cb * cb, -1), q, (1, 2), (reg1, reg2))  # [B, R1, R2]
     dense = qn[:, :, :, None, None] + cn[:, None, None] - 2 * dots  # [B, T, T, R1, R2]
-    rows, cols = _candidate_offsets(p1[:, None], p2[None, :], n1, n2, window)  # [T, T, O]
+    rows, cols = window_candidates(p1[:, None], p2[None, :], n1, n2, window)  # [T, T, O]
     local = (rows - r0) * reg2 + (cols - c0)
     dense = dense.reshape(b, tile, tile, reg1 * reg2)
     out = jnp.take_along_axis(dense, local[None], axis=3)  # [B, T, T, O]
     return jnp.maximum(out, 0).astype(blocks.dtype)
 
-  out = _untile(_map_tiles(tile_fn, t1, t2), n1, n2)  # [B, n1, n2, O]
+  out = untile(map_tiles(tile_fn, t1, t2), n1, n2)  # [B, n1, n2, O]
   return out.reshape(b, n1 * n2, -1)
 
 
@@ -208,11 +163,11 @@ def block_aggregate_sum(weights: jax.Array, blocks: jax.Array, q: int, window: i
     valid = (p1 >= 0) & (p1 < n1) & (p2 >= 0) & (p2 < n2)  # [T, T, q²]
     p1c, p2c = jnp.clip(p1, 0, n1 - 1), jnp.clip(p2, 0, n2 - 1)
     p1c, p2c = jnp.broadcast_arrays(p1c, p2c)
-    r0 = jnp.minimum(_window_start(jnp.clip(i * tile - q + 1, 0, n1 - 1), n1, window),
+    r0 = jnp.minimum(window_start(jnp.clip(i * tile - q + 1, 0, n1 - 1), n1, window),
                      n1 - reg1)
-    c0 = jnp.minimum(_window_start(jnp.clip(j * tile - q + 1, 0, n2 - 1), n2, window),
+    c0 = jnp.minimum(window_start(jnp.clip(j * tile - q + 1, 0, n2 - 1), n2, window),
                      n2 - reg2)
-    rows, cols = _candidate_offsets(p1c, p2c, n1, n2, window)  # [T, T, q², O]
+    rows, cols = window_candidates(p1c, p2c, n1, n2, window)  # [T, T, q², O]
     local = (rows + u1[:, None] - r0) * rb2 + (cols + u2[:, None] - c0)
     w = jnp.take(weights, (p1c * n2 + p2c).reshape(-1), axis=1)  # [B, T·T·q², O, k]
     w = w.reshape(b, tile, tile, q * q, -1, k) * valid[None, ..., None, None].astype(w.dtype)
@@ -224,7 +179,7 @@ def block_aggregate_sum(weights: jax.Array, blocks: jax.Array, q: int, window: i
     out = jnp.einsum("btrk,brd->btkd", dense, region.reshape(b, rb1 * rb2, d))
     return out.reshape(b, tile, tile, k, d)
 
-  return _untile(_map_tiles(tile_fn, t1, t2), nb1, nb2)
+  return untile(map_tiles(tile_fn, t1, t2), nb1, nb2)
 
 
 def block_cover_counts(n1: int, n2: int, q: int) -> jax.Array:

@@ -43,3 +43,32 @@ def map_query_chunks(fn: Callable[..., jax.Array], arrays: Sequence[jax.Array], 
   out = jnp.moveaxis(out, 0, 1)
   out = out.reshape(out.shape[0], n * chunk, *out.shape[3:])
   return out[:, :m]
+
+
+def map_tiles(fn: Callable[..., jax.Array], t1: int, t2: int, *xs: jax.Array) -> jax.Array:
+  """``lax.map`` of ``fn(i, j, *x[i, j])`` over a ``t1 x t2`` grid of tiles.
+
+  Args:
+    fn: maps tile indices (traced int scalars) and the tile's slices of ``xs`` to an array.
+    xs: per-tile inputs ``[t1, t2, ...]``.
+
+  Returns:
+    ``[t1, t2, ...]``: ``fn``'s outputs. Each tile is rematerialized in the backward pass
+    (``jax.checkpoint``), so memory is bounded by one tile.
+  """
+  ii, jj = jnp.meshgrid(jnp.arange(t1), jnp.arange(t2), indexing="ij")
+  flat = [x.reshape(t1 * t2, *x.shape[2:]) for x in xs]
+  out = jax.lax.map(lambda a: jax.checkpoint(fn)(*a), (ii.reshape(-1), jj.reshape(-1), *flat))
+  return out.reshape(t1, t2, *out.shape[1:])
+
+
+def untile(x: jax.Array, n1: int, n2: int) -> jax.Array:
+  """Reassembles square tiles: ``[t1, t2, B, T, T, ...]`` → ``[B, n1, n2, ...]``.
+
+  The ``t1·T x t2·T`` tiled grid is cropped to its first ``n1 x n2`` positions.
+  """
+  t1, t2, b, tile = x.shape[:4]
+  rest = x.shape[5:]
+  x = jnp.moveaxis(x, 2, 0)  # [B, t1, t2, T, T, ...]
+  x = jnp.swapaxes(x, 2, 3).reshape(b, t1 * tile, t2 * tile, *rest)
+  return x[:, :n1, :n2]

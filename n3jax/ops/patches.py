@@ -140,24 +140,41 @@ def window_indices(n1: int, n2: int, window: int = 15, *, exclude_self: bool = T
   """
   if n1 < 1 or n2 < 1 or window < 1:
     raise ValueError(f"grid {n1}x{n2} and window {window} must be positive")
-  w1, w2 = min(window, n1), min(window, n2)
-  if exclude_self and w1 * w2 < 2:
+  if exclude_self and min(window, n1) * min(window, n2) < 2:
     raise ValueError(f"a {n1}x{n2} grid has no candidate besides the query itself")
-  i = jnp.arange(n1)
-  j = jnp.arange(n2)
-  top = jnp.clip(i - window // 2, 0, n1 - w1)  # [n1]
-  left = jnp.clip(j - window // 2, 0, n2 - w2)  # [n2]
-  a = jnp.arange(w1)
-  bb = jnp.arange(w2)
-  rows = top[:, None, None, None] + a[None, None, :, None]  # [n1, 1, w1, 1]
-  cols = left[None, :, None, None] + bb[None, None, None, :]  # [1, n2, 1, w2]
-  idx = (rows * n2 + cols).reshape(n1 * n2, w1 * w2).astype(jnp.int32)
-  if not exclude_self:
-    return idx
-  self_pos = ((i[:, None] - top[:, None]) * w2 + (j[None, :] - left[None, :])).reshape(-1)
-  o = jnp.arange(w1 * w2 - 1)
-  pos = o[None, :] + (o[None, :] >= self_pos[:, None])
-  return jnp.take_along_axis(idx, pos, axis=1)
+  rows, cols = window_candidates(jnp.arange(n1)[:, None], jnp.arange(n2)[None, :], n1, n2,
+                                 window, exclude_self=exclude_self)  # [n1, n2, O]
+  return (rows * n2 + cols).reshape(n1 * n2, -1).astype(jnp.int32)
+
+
+def window_start(pos: jax.Array, n: int, window: int) -> jax.Array:
+  """First row (or column) of the search window of grid row (or column) ``pos``.
+
+  The window is shifted inward at the borders of an axis of length ``n`` rather than
+  cropped, and shrinks to ``n`` when the axis is shorter than it.
+  """
+  return jnp.clip(pos - window // 2, 0, n - min(window, n))
+
+
+def window_candidates(p1: jax.Array, p2: jax.Array, n1: int, n2: int, window: int, *,
+                      exclude_self: bool = True) -> Tuple[jax.Array, jax.Array]:
+  """Grid rows and columns of the window candidates of the items at ``(p1, p2)``.
+
+  The rule of :func:`window_indices`, for any (traced) positions, e.g. one tile's.
+
+  Args:
+    p1, p2: int arrays broadcastable to a common shape ``S`` (in-range grid positions).
+
+  Returns:
+    ``(rows, cols)``, broadcastable to ``S + (O,)``, in the order of :func:`window_indices`.
+  """
+  w1, w2 = min(window, n1), min(window, n2)
+  top, left = window_start(p1, n1, window), window_start(p2, n2, window)
+  o = jnp.arange(w1 * w2 - int(exclude_self))
+  if exclude_self:
+    self_pos = (p1 - top) * w2 + (p2 - left)
+    o = o + (o >= self_pos[..., None])
+  return top[..., None] + o // w2, left[..., None] + o % w2
 
 
 def _check_image(x: jax.Array) -> None:
@@ -172,5 +189,6 @@ def num_candidates(n1: int, n2: int, window: int, exclude_self: bool = True) -> 
 
 __all__ = [
     "patch_padding", "grid_size", "pad_for_patches", "crop_patch_padding",
-    "extract_patches", "fold_patches", "window_indices", "num_candidates",
+    "extract_patches", "fold_patches", "window_indices", "window_start", "window_candidates",
+    "num_candidates",
 ]

@@ -16,7 +16,8 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
-from n3jax.ops.patches import window_indices
+from n3jax.ops.chunking import map_tiles, untile
+from n3jax.ops.patches import window_indices, window_start
 
 DEFAULT_TILE = 6  # fastest on CPU among 4/6/8/12/16 (bench: 512² image, k = 7)
 
@@ -27,8 +28,7 @@ def _tile_geometry(n: int, window: int, tile: int) -> Tuple[int, int, jax.Array]
   num_tiles = -(-n // tile)
   region = min(tile + wn - 1, n)
   first = jnp.arange(num_tiles) * tile
-  window_start = jnp.clip(first - window // 2, 0, n - wn)
-  return num_tiles, region, jnp.minimum(window_start, n - region)
+  return num_tiles, region, jnp.minimum(window_start(first, n, window), n - region)
 
 
 def _tiled_local_indices(n1: int, n2: int, window: int, tile: int):
@@ -56,29 +56,10 @@ def _tiles(grid: jax.Array, tile: int, t1: int, t2: int) -> jax.Array:
   return g.reshape(t1, t2, b, tile * tile, f)
 
 
-def _untile(x: jax.Array, n1: int, n2: int) -> jax.Array:
-  """``[t1, t2, B, tile², ...]`` → ``[B, n1 * n2, ...]``."""
-  t1, t2, b, tt = x.shape[:4]
-  tile = int(round(tt ** 0.5))
-  rest = x.shape[4:]
-  x = x.reshape(t1, t2, b, tile, tile, *rest)
-  x = jnp.moveaxis(x, 2, 0)  # [B, t1, t2, tile, tile, ...]
-  x = jnp.swapaxes(x, 2, 3).reshape(b, t1 * tile, t2 * tile, *rest)
-  return x[:, :n1, :n2].reshape(b, n1 * n2, *rest)
-
-
 def _region(grid: jax.Array, r0: jax.Array, c0: jax.Array, reg: Tuple[int, int]) -> jax.Array:
   b, _, _, f = grid.shape
   region = jax.lax.dynamic_slice(grid, (0, r0, c0, 0), (b, reg[0], reg[1], f))
   return region.reshape(b, reg[0] * reg[1], f)
-
-
-def _map_tiles(fn, t1: int, t2: int, *xs):
-  """``lax.map`` of ``fn(i, j, *x[i, j])`` over all tiles, each rematerialized for grads."""
-  ii, jj = jnp.meshgrid(jnp.arange(t1), jnp.arange(t2), indexing="ij")
-  flat = [x.reshape(t1 * t2, *x.shape[2:]) for x in xs]
-  out = jax.lax.map(lambda a: jax.checkpoint(fn)(*a), (ii.reshape(-1), jj.reshape(-1), *flat))
-  return out.reshape(t1, t2, *out.shape[1:])
 
 
 def windowed_sq_distances(grid: jax.Array, window: int, *, tile: int = DEFAULT_TILE
@@ -113,10 +94,10 @@ def windowed_sq_distances(grid: jax.Array, window: int, *, tile: int = DEFAULT_T
     cc = jnp.sum(jnp.square(c.astype(acc)), -1)[..., None, :]
     dense = qq + cc - 2 * jnp.einsum("bqd,bnd->bqn", q, c, preferred_element_type=acc)
     d = jnp.take_along_axis(dense, loc[None], axis=2)  # [B, tile², O]
-    return jnp.maximum(d, 0).astype(grid.dtype)
+    return jnp.maximum(d, 0).astype(grid.dtype).reshape(b, tile, tile, -1)
 
-  out = _map_tiles(tile_fn, t1, t2, _tiles(grid, tile, t1, t2), local)
-  return _untile(out, n1, n2)
+  out = map_tiles(tile_fn, t1, t2, _tiles(grid, tile, t1, t2), local)
+  return untile(out, n1, n2).reshape(b, n1 * n2, -1)
 
 
 def windowed_aggregate(weights: jax.Array, grid: jax.Array, window: int, *,
@@ -150,7 +131,7 @@ def windowed_aggregate(weights: jax.Array, grid: jax.Array, window: int, *,
     q = jnp.arange(tile * tile)[:, None]
     dense = dense.at[:, q, loc].add(w)  # candidates are distinct: a scatter of the weights
     c = _region(grid, r0[i], c0[j], reg)  # [B, Nc, D]
-    return jnp.einsum("bqnk,bnd->bqkd", dense, c)
+    return jnp.einsum("bqnk,bnd->bqkd", dense, c).reshape(b, tile, tile, k, -1)
 
-  out = _map_tiles(tile_fn, t1, t2, w_tiles, local)
-  return _untile(out, n1, n2)
+  out = map_tiles(tile_fn, t1, t2, w_tiles, local)
+  return untile(out, n1, n2).reshape(b, n1 * n2, k, -1)

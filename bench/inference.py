@@ -27,11 +27,12 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
+
+from bench.common import machine, median, time_calls, write_json  # noqa: E402
 
 SIGMA = 25.0
 VARIANTS = ("n3net", "conv_only")
@@ -52,16 +53,11 @@ def worker(variant: str, size: int, repeats: int, tile: int) -> dict:
   model = create_model("n3net", conv_only=variant == "conv_only")
   variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1)))
   image = jnp.asarray(_test_image(size))
-  start = time.perf_counter()
-  infer.restore(model, variables, image, tile=tile).block_until_ready()
-  first = time.perf_counter() - start
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    infer.restore(model, variables, image, tile=tile).block_until_ready()
-    times.append(time.perf_counter() - start)
+  run = lambda: infer.restore(model, variables, image, tile=tile)  # noqa: E731
+  first, = time_calls(run, repeats=1, warmup=0)  # compiles
+  times = time_calls(run, repeats=repeats, warmup=0)
   return {"variant": variant, "size": size, "times_s": times,
-          "median_s": float(np.median(times)), "first_call_s": first,
+          "median_s": median(times), "first_call_s": first,
           "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
 
 
@@ -98,12 +94,9 @@ def bm3d_comparison(repeats: int) -> dict:
   noisy = np.asarray(add_gaussian_noise(jnp.asarray(clean), SIGMA, image_key(0, "01.png")))
   result = {"image": name, "shape": list(clean.shape), "sigma": SIGMA,
             "noisy_psnr": float(metrics.psnr(noisy, clean))}
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    est = bm3d.bm3d(noisy, SIGMA / 255.0)
-    times.append(time.perf_counter() - start)
-  result["bm3d"] = {"times_s": times, "median_s": float(np.median(times)),
+  times = time_calls(lambda: bm3d.bm3d(noisy, SIGMA / 255.0), repeats=repeats, warmup=0)
+  est = bm3d.bm3d(noisy, SIGMA / 255.0)
+  result["bm3d"] = {"times_s": times, "median_s": median(times),
                     "psnr": float(metrics.psnr(np.asarray(est, np.float32), clean))}
   model = create_model("n3net")
   official = _find_official(SIGMA, None)
@@ -114,13 +107,9 @@ def bm3d_comparison(repeats: int) -> dict:
   else:
     variables, weights = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1))), None
   x = jnp.asarray(noisy)
-  infer.restore(model, variables, x).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    pred = infer.restore(model, variables, x).block_until_ready()
-    times.append(time.perf_counter() - start)
-  result["n3net"] = {"times_s": times, "median_s": float(np.median(times)), "weights": weights,
+  times = time_calls(lambda: infer.restore(model, variables, x), repeats=repeats, warmup=1)
+  pred = infer.restore(model, variables, x)
+  result["n3net"] = {"times_s": times, "median_s": median(times), "weights": weights,
                      "psnr": float(metrics.psnr(pred, clean)) if weights else None}
   result["speedup"] = result["bm3d"]["median_s"] / result["n3net"]["median_s"]
   return result
@@ -144,7 +133,6 @@ def main(argv=None):
   if args.worker:
     print(json.dumps(worker(args.worker, sizes[0], args.repeats, args.tile)))
     return
-  from bench.common import machine, write_json
   info = machine()
   print(f"machine: {info}")
   print(f"tile {args.tile}; median of {args.repeats} runs after a compiling run; "

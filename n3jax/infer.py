@@ -30,9 +30,9 @@ from n3jax.nn.n3net import N3Net
 DEFAULT_TILE = 512  # core tile side (bench/inference.py: 2048² in 3.3 GiB; 1024 needs 4.5 GiB)
 
 
-def dncnn_halo(model: DnCNN) -> int:
-  """Receptive radius of a DnCNN: one ``kernel_size // 2`` per conv layer."""
-  return model.depth * (model.kernel_size // 2)
+def dncnn_halo(depth: int, kernel_size: int = 3) -> int:
+  """Receptive radius of a DnCNN of ``depth`` convolutions: ``kernel_size // 2`` per layer."""
+  return depth * (kernel_size // 2)
 
 
 def n3block_halo(patch_size: int, stride: int, window: int, embed_depth: int,
@@ -57,13 +57,13 @@ def stage_geometry(model: nn.Module) -> List[Tuple[int, int]]:
     out = []
     for i in range(model.num_stages):
       if i % 2 == 0:
-        out.append((model.depth, 1))  # DnCNN stages: 3x3 convs
+        out.append((dncnn_halo(model.depth), 1))
       else:
         out.append((n3block_halo(model.patch_size, model.stride, model.window,
                                  model.embed_depth), model.stride))
     return out
   if isinstance(model, DnCNN):
-    return [(dncnn_halo(model), 1)]
+    return [(dncnn_halo(model.depth, model.kernel_size), 1)]
   raise TypeError(f"no tiling rule for {type(model).__name__}; use N3Net or DnCNN")
 
 
@@ -145,24 +145,21 @@ def restore(model: nn.Module, variables: Mapping[str, Any], image: jax.Array, *,
   elif layout != 4:
     raise ValueError(f"image must be [H, W], [H, W, C] or [B, H, W, C], got {x.shape}")
   x = x.astype(jnp.result_type(x.dtype, jnp.float32))
-  geometry = stage_geometry(model)
-  if isinstance(model, N3Net):
-    match = x if model.match_on == "input" else None
-    for i, (halo, align) in enumerate(geometry):
-      fn = functools.partial(_apply_stage, model, variables, i)
-      x = _tiled(fn, x, match if i % 2 else None, tile=tile, halo=halo, align=align)
-  else:
-    (halo, align), = geometry
-    x = _tiled(lambda t, _: model.apply(variables, t, train=False), x, None,
-               tile=tile, halo=halo, align=align)
+  match = x if isinstance(model, N3Net) and model.match_on == "input" else None
+  for i, (halo, align) in enumerate(stage_geometry(model)):
+    fn = functools.partial(_apply_stage, model, variables, i)
+    x = _tiled(fn, x, match if i % 2 else None, tile=tile, halo=halo, align=align)
   if layout == 2:
     return x[0, :, :, 0] if x.shape[-1] == 1 else x[0]
   return x[0] if layout == 3 else x
 
 
-def _apply_stage(model: N3Net, variables, i: int, x: jax.Array,
+def _apply_stage(model: nn.Module, variables, i: int, x: jax.Array,
                  match: Optional[jax.Array]) -> jax.Array:
-  return model.apply(variables, x, train=False, stage=i, match=match)
+  """Stage ``i`` of an N³Net, or the whole of a DnCNN (its only stage)."""
+  if isinstance(model, N3Net):
+    return model.apply(variables, x, train=False, stage=i, match=match)
+  return model.apply(variables, x, train=False)
 
 
 denoise = restore

@@ -2,7 +2,10 @@
 
 import json
 
-from bench import train_step
+import numpy as np
+import pytest
+
+from bench import inference, train_step
 
 
 def test_train_step_bench_reports_medians_and_their_ratio(tmp_path):
@@ -23,8 +26,6 @@ def test_train_step_bench_reports_medians_and_their_ratio(tmp_path):
 def test_inference_bench_reports_times_memory_and_ratios(tmp_path):
   """Runs the real script (subprocess workers) on tiny images; the printed ratios are
   those of the recorded medians."""
-  import pytest
-  from bench import inference
   out = tmp_path / "inf.json"
   inference.main(["--sizes=48", "--repeats=2", "--tile=64", "--no-bm3d", f"--json={out}"])
   res = json.loads(out.read_text())
@@ -32,5 +33,6 @@ def test_inference_bench_reports_times_memory_and_ratios(tmp_path):
   assert set(runs) == {("n3net", 48), ("conv_only", 48)}
   for r in runs.values():
     assert len(r["times_s"]) == 2 and r["median_s"] > 0 and 0.1 < r["peak_rss_gib"] < 24
+    assert r["median_s"] == pytest.approx(np.median(r["times_s"]))
   assert res["n3net_over_conv_only"]["48"] == pytest.approx(
       runs["n3net", 48]["median_s"] / runs["conv_only", 48]["median_s"])

@@ -4,16 +4,18 @@
   python bench/inference.py --sizes=256,512 --repeats=5 --json=bench/results/inference.json
 
 For every size it times ``n3jax.infer.restore`` (jit-compiled, tiled stage by stage above
-``--tile`` pixels) on a gray image, median of ``--repeats`` runs after one compiling run,
-for two networks with the same convolutions:
+``--tile`` pixels) on a gray image for two networks with the same convolutions:
 
 * ``n3net``: the reference Gaussian denoiser (3 DnCNNs, 2 N³ blocks, k = 7);
 * ``conv_only``: the same network with the non-local part of each N³ block (patch
   extraction, distances, the k relaxation steps, aggregation, folding) replaced by an
   elementwise stand-in of equal output shape; embedding and temperature CNNs are kept.
 
-Each (network, size) runs in a fresh subprocess so that its peak resident memory
-(``ru_maxrss``: compiled program, buffers, Python and JAX included) is its own. With the
+Peak resident memory (``ru_maxrss``: compiled program, buffers, Python and JAX included)
+comes from one call of each (network, size) in a fresh subprocess, so that it is its own.
+Times are medians of ``--repeats`` rounds taken afterwards in one process: everything is
+compiled first, then each round times every (network, size) once, so the ratios between
+networks and between sizes compare runs made side by side on this shared machine. With the
 ``bm3d`` package installed (``pip install bm3d``) it also times BM3D on the 256² image; with
 the official σ=25 weights (``$N3JAX_PRETRAINED_DIR`` or ``../shared/pretrained``) it reports
 the PSNR of both on that image (Set12 ``01.png``, or scikit-image's camera at 256²).
@@ -44,28 +46,51 @@ def _test_image(size: int, seed: int = 0) -> np.ndarray:
   return rng.random((size, size), np.float32)
 
 
-def worker(variant: str, size: int, repeats: int, tile: int) -> dict:
-  """Times one (variant, size) in this process; returns times and peak RSS."""
+def _restore_fn(variant: str, tile: int):
+  """``image [H, W] → restored`` for a randomly initialized network of ``variant``."""
   import jax
   import jax.numpy as jnp
   from n3jax import infer
   from n3jax.nn import create_model
   model = create_model("n3net", conv_only=variant == "conv_only")
   variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1)))
-  image = jnp.asarray(_test_image(size))
-  run = lambda: infer.restore(model, variables, image, tile=tile)  # noqa: E731
-  first, = time_calls(run, repeats=1, warmup=0)  # compiles
-  times = time_calls(run, repeats=repeats, warmup=0)
-  return {"variant": variant, "size": size, "times_s": times,
-          "median_s": median(times), "first_call_s": first,
+  return lambda image: infer.restore(model, variables, image, tile=tile)
+
+
+def memory_worker(variant: str, size: int, tile: int) -> dict:
+  """One (compiling) call in this fresh process: its time and the process's peak RSS."""
+  import jax.numpy as jnp
+  run, image = _restore_fn(variant, tile), jnp.asarray(_test_image(size))
+  first, = time_calls(lambda: run(image), repeats=1, warmup=0)
+  return {"first_call_s": first,
           "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
 
 
-def _run_worker(variant: str, size: int, repeats: int, tile: int) -> dict:
+def _run_memory_worker(variant: str, size: int, tile: int) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), "--worker", variant, "--sizes", str(size),
-         "--repeats", str(repeats), "--tile", str(tile)]
+         "--tile", str(tile)]
   out = subprocess.run(cmd, check=True, capture_output=True, text=True)
   return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def time_interleaved(variants, sizes, repeats: int, tile: int) -> dict:
+  """``{(variant, size): [seconds, …]}``, all timed in this process, round-robin.
+
+  Every (variant, size) is compiled first; then each round times every size and variant
+  once, so slow phases of a shared machine fall on all of them alike and the ratios of
+  their medians compare like with like.
+  """
+  import jax.numpy as jnp
+  fns = {v: _restore_fn(v, tile) for v in variants}
+  images = {s: jnp.asarray(_test_image(s)) for s in sizes}
+  calls = {(v, s): (lambda f=fns[v], x=images[s]: f(x)) for s in sizes for v in variants}
+  for call in calls.values():
+    time_calls(call, repeats=0, warmup=1)
+  times = {key: [] for key in calls}
+  for _ in range(repeats):
+    for key, call in calls.items():
+      times[key] += time_calls(call, repeats=1, warmup=0)
+  return times
 
 
 def bm3d_comparison(repeats: int) -> dict:
@@ -94,10 +119,6 @@ def bm3d_comparison(repeats: int) -> dict:
   noisy = np.asarray(add_gaussian_noise(jnp.asarray(clean), SIGMA, image_key(0, "01.png")))
   result = {"image": name, "shape": list(clean.shape), "sigma": SIGMA,
             "noisy_psnr": float(metrics.psnr(noisy, clean))}
-  times = time_calls(lambda: bm3d.bm3d(noisy, SIGMA / 255.0), repeats=repeats, warmup=0)
-  est = bm3d.bm3d(noisy, SIGMA / 255.0)
-  result["bm3d"] = {"times_s": times, "median_s": median(times),
-                    "psnr": float(metrics.psnr(np.asarray(est, np.float32), clean))}
   model = create_model("n3net")
   official = _find_official(SIGMA, None)
   if official:
@@ -107,10 +128,19 @@ def bm3d_comparison(repeats: int) -> dict:
   else:
     variables, weights = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1))), None
   x = jnp.asarray(noisy)
-  times = time_calls(lambda: infer.restore(model, variables, x), repeats=repeats, warmup=1)
-  pred = infer.restore(model, variables, x)
-  result["n3net"] = {"times_s": times, "median_s": median(times), "weights": weights,
-                     "psnr": float(metrics.psnr(pred, clean)) if weights else None}
+  calls = {"bm3d": lambda: bm3d.bm3d(noisy, SIGMA / 255.0),
+           "n3net": lambda: infer.restore(model, variables, x)}
+  outputs = {name: call() for name, call in calls.items()}  # also compiles N³Net
+  times = {name: [] for name in calls}
+  for _ in range(repeats):  # alternating, so that both see the same machine
+    for name, call in calls.items():
+      times[name] += time_calls(call, repeats=1, warmup=0)
+  psnr = {name: float(metrics.psnr(np.asarray(out, np.float32), clean))
+          for name, out in outputs.items()}
+  result["bm3d"] = {"times_s": times["bm3d"], "median_s": median(times["bm3d"]),
+                    "psnr": psnr["bm3d"]}
+  result["n3net"] = {"times_s": times["n3net"], "median_s": median(times["n3net"]),
+                     "weights": weights, "psnr": psnr["n3net"] if weights else None}
   result["speedup"] = result["bm3d"]["median_s"] / result["n3net"]["median_s"]
   return result
 
@@ -131,22 +161,29 @@ def main(argv=None):
     from n3jax.infer import DEFAULT_TILE
     args.tile = DEFAULT_TILE
   if args.worker:
-    print(json.dumps(worker(args.worker, sizes[0], args.repeats, args.tile)))
+    print(json.dumps(memory_worker(args.worker, sizes[0], args.tile)))
     return
   info = machine()
   print(f"machine: {info}")
-  print(f"tile {args.tile}; median of {args.repeats} runs after a compiling run; "
-        "peak RSS of a fresh process per row")
+  print(f"tile {args.tile}; peak RSS and first (compiling) call: a fresh process per row; "
+        f"times: median of {args.repeats} rounds over all rows in one process")
   results = {"machine": info, "tile": args.tile, "repeats": args.repeats, "runs": []}
   variants = args.variants.split(",")
+  memory = {}
+  for size in sizes:
+    for variant in variants:
+      memory[variant, size] = m = _run_memory_worker(variant, size, args.tile)
+      print(f"{variant:>9} {size:>5}²: peak RSS {m['peak_rss_gib']:.2f} GiB   "
+            f"(first call {m['first_call_s']:.1f} s)", flush=True)
+  times = time_interleaved(variants, sizes, args.repeats, args.tile)
   by = {}
   for size in sizes:
     for variant in variants:
-      r = _run_worker(variant, size, args.repeats, args.tile)
+      t = times[variant, size]
+      by[variant, size] = r = {"variant": variant, "size": size, "times_s": t,
+                               "median_s": median(t), **memory[variant, size]}
       results["runs"].append(r)
-      by[variant, size] = r
-      print(f"{variant:>9} {size:>5}²: median {r['median_s']:8.3f} s   peak RSS "
-            f"{r['peak_rss_gib']:.2f} GiB   (first call {r['first_call_s']:.1f} s)", flush=True)
+      print(f"{variant:>9} {size:>5}²: median {r['median_s']:8.3f} s", flush=True)
     if set(VARIANTS) <= set(variants):
       ratio = by["n3net", size]["median_s"] / by["conv_only", size]["median_s"]
       results.setdefault("n3net_over_conv_only", {})[str(size)] = ratio

@@ -24,7 +24,7 @@ def naive(x_img, e_img, weights_fn, p, s, window):
   d = ops.indexed_sq_distances(e_flat, e_flat, idx)
   w = weights_fn(d)
   k = w.shape[-1]
-  vol = ops.aggregate(w, xg.reshape(b, n1 * n2, -1), idx)  # [B, M, k, P·P·C]
+  vol = ops.aggregate(w, xg.reshape(b, n1 * n2, -1), indices=idx)  # [B, M, k, P·P·C]
   vol = vol.reshape(b, n1, n2, k, -1).transpose(0, 3, 1, 2, 4).reshape(b * k, n1, n2, -1)
   folded = ops.fold_patches(vol, xp.shape[1], xp.shape[2], p, s)
   return d, folded.reshape(b, k, xp.shape[1], xp.shape[2], c)

@@ -55,7 +55,11 @@ def test_bfloat16_inputs_accumulate_in_float32():
 
 
 def test_shape_errors_are_clear():
-  with pytest.raises(ValueError, match=r"\[B, M, D\]"):
-    ops.indexed_sq_distances(jnp.zeros((4, 3)), jnp.zeros((1, 4, 3)), jnp.zeros((4, 2), int))
+  with pytest.raises(ValueError, match=r"do not broadcast.*queries \[..., M, D\] \(2, 4, 3\)"):
+    ops.indexed_sq_distances(jnp.zeros((2, 4, 3)), jnp.zeros((3, 4, 3)), jnp.zeros((4, 2), int))
+  with pytest.raises(ValueError, match=r"at least 2 axes"):
+    ops.indexed_sq_distances(jnp.zeros((3,)), jnp.zeros((4, 3)), jnp.zeros((1, 2), int))
+  with pytest.raises(ValueError, match="different feature sizes"):
+    ops.indexed_sq_distances(jnp.zeros((4, 3)), jnp.zeros((4, 2)), jnp.zeros((4, 2), int))
   with pytest.raises(ValueError, match="do not list candidates"):
     ops.indexed_sq_distances(jnp.zeros((1, 4, 3)), jnp.zeros((1, 4, 3)), jnp.zeros((5, 2), int))

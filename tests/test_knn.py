@@ -114,9 +114,9 @@ def test_aggregate_through_indices_equals_dense_and_is_chunk_invariant():
                        np.take_along_axis(np.asarray(db)[:, None], np.asarray(idx)[..., None],
                                           axis=2))
   for chunk in (None, 3, 7, 100):
-    out = ops.aggregate(w, db, idx, query_chunk=chunk)
+    out = ops.aggregate(w, db, indices=idx, query_chunk=chunk)
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
-  f = lambda w, db, c: jnp.sum(ops.aggregate(w, db, idx, query_chunk=c) ** 2)
+  f = lambda w, db, c: jnp.sum(ops.aggregate(w, db, indices=idx, query_chunk=c) ** 2)
   g_full = jax.grad(f, argnums=(0, 1))(w, db, None)
   g_chunk = jax.grad(f, argnums=(0, 1))(w, db, 3)
   for a, b in zip(g_full, g_chunk):
@@ -150,3 +150,110 @@ def test_concrete_first_neighbour_follows_the_softmax_distribution():
   freq = np.bincount(np.asarray(w[:, :, 0].argmax(-1)), minlength=3) / 4000
   np.testing.assert_allclose(freq, p, atol=0.03)
   np.testing.assert_allclose(np.asarray(w.sum(axis=1)), 1.0, rtol=1e-5)
+
+
+# --- masks, temperatures, ties, check_grads -------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [1e-3, 0.3, 10.0])
+def test_masked_weights_equal_the_relaxation_on_the_valid_subset(temperature):
+  rng = np.random.default_rng(7)
+  logits = rng.normal(size=(4, 12)).astype(np.float32)
+  mask = rng.random((4, 12)) < 0.6
+  mask[:, :4] = True  # at least k valid candidates per query
+  w = np.asarray(ops.continuous_knn_weights(jnp.asarray(logits), temperature, k=3,
+                                            mask=jnp.asarray(mask)))
+  assert (w[~mask] == 0).all()  # exactly zero, not merely small
+  for r in range(4):
+    sub = np.asarray(ops.continuous_knn_weights(jnp.asarray(logits[r, mask[r]]), temperature, k=3))
+    np.testing.assert_allclose(w[r, mask[r]], sub, rtol=1e-5, atol=1e-7)
+
+
+def test_minus_inf_logits_count_as_masked_with_finite_gradients():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (3, 9))
+  mask = jnp.arange(9) % 3 != 0
+  with_mask = ops.continuous_knn_weights(logits, 0.5, k=2, mask=mask)
+  with_inf = ops.continuous_knn_weights(jnp.where(mask, logits, -jnp.inf), 0.5, k=2)
+  np.testing.assert_array_equal(np.asarray(with_mask), np.asarray(with_inf))
+  probe = jax.random.normal(jax.random.PRNGKey(1), (3, 9, 2))
+  grads = jax.grad(lambda l, t: jnp.sum(ops.continuous_knn_weights(l, t, k=2) * probe),
+                   argnums=(0, 1))(jnp.where(mask, logits, -jnp.inf), 0.5)
+  assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+
+
+def test_self_excluded_knn_has_finite_gradients_for_inputs_and_temperature():
+  # The failure this guards against: the -inf of a masked diagonal, divided by the
+  # temperature, gave 0 · inf = NaN in the temperature's gradient.
+  pts = jax.random.normal(jax.random.PRNGKey(2), (2, 10, 3))
+  vals = jax.random.normal(jax.random.PRNGKey(3), (2, 10, 5))
+
+  def loss(p, t):
+    return jnp.sum(ops.neural_nearest_neighbors(p, p, vals, t, k=4, exclude_self=True) ** 2)
+
+  for t in (1e-4, 0.5, 1e3):
+    g_p, g_t = jax.grad(loss, argnums=(0, 1))(pts, jnp.float32(t))
+    assert np.isfinite(np.asarray(g_p)).all() and np.isfinite(float(g_t)), t
+  # Per-query temperatures, under jit.
+  g_t = jax.jit(jax.grad(loss, argnums=1))(pts, jnp.full((2, 10), 0.3))
+  assert np.isfinite(np.asarray(g_t)).all() and np.abs(np.asarray(g_t)).sum() > 0
+
+
+def test_fewer_valid_candidates_than_k_gives_zero_weight_vectors():
+  logits = jax.random.normal(jax.random.PRNGKey(4), (3, 6))
+  mask = jnp.array([[True] * 6, [True, True] + [False] * 4, [False] * 6])
+  for t in (1e-5, 1.0):
+    w = np.asarray(ops.continuous_knn_weights(logits, t, k=4, mask=mask))
+    np.testing.assert_allclose(w[0].sum(axis=0), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(w[1].sum(axis=0), [1, 1, 0, 0], rtol=1e-5)
+    assert (w[1, 2:] == 0).all() and (w[2] == 0).all()
+    h = np.asarray(ops.hard_knn_weights(logits, k=4, mask=mask))
+    np.testing.assert_array_equal(h.sum(axis=1), [[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]])
+  g = jax.grad(lambda l: jnp.sum(ops.continuous_knn_weights(l, 0.1, k=4, mask=mask) ** 2))(logits)
+  assert np.isfinite(np.asarray(g)).all()
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), [0.5, 0.0]])
+def test_non_positive_or_non_finite_temperature_is_a_clear_error(bad):
+  with pytest.raises(ValueError, match="temperature must be finite and > 0"):
+    ops.continuous_knn_weights(jnp.zeros((2, 5)), jnp.asarray(bad), k=2)
+  with pytest.raises(ValueError, match="temperature must be finite and > 0"):
+    ops.concrete_knn_weights(jnp.zeros((2, 5)), jnp.asarray(bad), k=2, key=jax.random.PRNGKey(0))
+
+
+def test_mask_must_be_boolean_and_broadcast():
+  with pytest.raises(TypeError, match="boolean"):
+    ops.continuous_knn_weights(jnp.zeros((2, 5)), 1.0, k=2, mask=jnp.ones((2, 5)))
+  with pytest.raises(ValueError, match="does not broadcast"):
+    ops.continuous_knn_weights(jnp.zeros((2, 5)), 1.0, k=2, mask=jnp.ones((3, 5), bool))
+
+
+def test_exact_ties_share_weight_equally_at_every_step():
+  logits = jnp.array([-1.0, 0.0, -2.0, 0.0, -3.0])  # candidates 1 and 3 tie for nearest
+  for t in (1.0, 0.1):
+    w = np.asarray(ops.continuous_knn_weights(logits, t, k=3))
+    np.testing.assert_array_equal(w[1], w[3])
+  # As t → 0 every weight vector tends to the uniform average of the tied group.
+  w = np.asarray(ops.continuous_knn_weights(logits, 1e-4, k=3))
+  np.testing.assert_allclose(w, np.tile(np.array([[0, .5, 0, .5, 0]]).T, (1, 3)), atol=1e-6)
+  # No dependence on the candidates' order: permuting them permutes the weights.
+  perm = np.array([4, 3, 0, 2, 1])
+  wp = np.asarray(ops.continuous_knn_weights(logits[perm], 0.5, k=3))
+  np.testing.assert_allclose(wp, np.asarray(ops.continuous_knn_weights(logits, 0.5, k=3))[perm],
+                             rtol=1e-6)
+  # Hard kNN breaks the tie by index.
+  h = np.asarray(ops.hard_knn_weights(logits, k=2))
+  assert h[:, 0].argmax() == 1 and h[:, 1].argmax() == 3
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_check_grads_on_the_relaxation(masked):
+  from jax.test_util import check_grads
+  with jax.enable_x64(True):
+    logits = jax.random.normal(jax.random.PRNGKey(1), (3, 8), dtype=jnp.float64)
+    temperature = jnp.array([0.3, 1.0, 2.0], jnp.float64)
+    mask = None
+    if masked:
+      mask = jax.random.bernoulli(jax.random.PRNGKey(2), 0.6, (3, 8)).at[:, :3].set(True)
+      assert not bool(mask.all())
+    fn = lambda l, t: ops.continuous_knn_weights(l, t, k=3, mask=mask)
+    check_grads(fn, (logits, temperature), order=2, modes=("fwd", "rev"))

@@ -19,7 +19,7 @@ def test_windowed_distances_and_aggregation_equal_gather_versions(n1, n2, tile):
   got = jax.jit(lambda g: ops.windowed_sq_distances(g, 15, tile=tile))(grid)
   np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-5, atol=2e-5)
   w = jax.random.uniform(key2, ref.shape + (3,))
-  ref_a = ops.aggregate(w, flat, idx)
+  ref_a = ops.aggregate(w, flat, indices=idx)
   got_a = jax.jit(lambda w, g: ops.windowed_aggregate(w, g, 15, tile=tile))(w, grid)
   np.testing.assert_allclose(np.asarray(got_a), np.asarray(ref_a), rtol=1e-5, atol=1e-4)
 
@@ -37,7 +37,7 @@ def test_windowed_gradients_equal_gather_gradients():
   def f_gather(g, w):
     flat = g.reshape(1, n1 * n2, 6)
     d = ops.indexed_sq_distances(flat, flat, idx)
-    return jnp.sum(jnp.tanh(d / 10)) + jnp.sum(ops.aggregate(w, flat, idx) ** 2)
+    return jnp.sum(jnp.tanh(d / 10)) + jnp.sum(ops.aggregate(w, flat, indices=idx) ** 2)
 
   for a, b in zip(jax.grad(f_tiled, (0, 1))(grid, w), jax.grad(f_gather, (0, 1))(grid, w)):
     a, b = np.asarray(a), np.asarray(b)

@@ -26,6 +26,7 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
+from n3jax.ops.batching import batched
 from n3jax.ops.chunking import map_tiles, untile
 from n3jax.ops.patches import window_candidates, window_start
 
@@ -34,8 +35,9 @@ DISTANCE_TILE = 6  # query patches per tile side
 AGGREGATE_TILE = 4  # output blocks per tile side
 
 
+@batched(3)
 def to_blocks(x: jax.Array, stride: int) -> jax.Array:
-  """``[B, H, W, C]`` (``H``, ``W`` multiples of ``stride``) → ``[B, H/s, W/s, s·s·C]``."""
+  """``[..., H, W, C]`` (``H``, ``W`` multiples of ``stride``) → ``[..., H/s, W/s, s·s·C]``."""
   b, h, w, c = x.shape
   if h % stride or w % stride:
     raise ValueError(f"image {h}x{w} is not a whole number of {stride}x{stride} blocks")
@@ -73,12 +75,14 @@ def _patch_grid(blocks: jax.Array, q: int) -> Tuple[int, int]:
   return n1, n2
 
 
+@batched(3)
 def block_sq_distances(blocks: jax.Array, q: int, window: int, *,
                        tile: int = DISTANCE_TILE) -> jax.Array:
   """Squared distances of every patch to the candidates of its search window.
 
   Args:
-    blocks: ``[B, N1, N2, D]`` block grid (:func:`to_blocks` of a padded image); patch
+    blocks: ``[..., N1, N2, D]`` block grid (:func:`to_blocks` of a padded image; any
+      leading axes, none included); patch
       ``(i, j)`` is blocks ``[i, i + q) x [j, j + q)``, so the patch grid is
       ``n1 x n2 = (N1 − q + 1) x (N2 − q + 1)``.
     q: patch side in blocks (``patch_size / stride``).
@@ -86,7 +90,7 @@ def block_sq_distances(blocks: jax.Array, q: int, window: int, *,
     tile: query patches per tile side.
 
   Returns:
-    ``[B, n1·n2, O]``, equal up to float rounding to ``windowed_sq_distances`` of the
+    ``[..., n1·n2, O]``, equal up to float rounding to ``windowed_sq_distances`` of the
     patches of the same image. Computed in at least float32, clamped at 0.
   """
   n1, n2 = _patch_grid(blocks, q)
@@ -127,18 +131,20 @@ def block_sq_distances(blocks: jax.Array, q: int, window: int, *,
   return out.reshape(b, n1 * n2, -1)
 
 
+@batched(3, 3)
 def block_aggregate_sum(weights: jax.Array, blocks: jax.Array, q: int, window: int, *,
                         tile: int = AGGREGATE_TILE) -> jax.Array:
   """Folded neighbour volumes, summed (not yet averaged) over the patches covering a block.
 
   Args:
-    weights: ``[B, n1·n2, O, k]`` window weights of every patch (the order of
+    weights: ``[..., n1·n2, O, k]`` window weights of every patch (the order of
       ``window_indices``), e.g. from ``continuous_knn_weights``.
-    blocks: ``[B, N1, N2, D]`` block grid of the padded image whose patches are averaged.
+    blocks: ``[..., N1, N2, D]`` block grid of the padded image whose patches are averaged
+      (leading axes broadcast with those of ``weights``).
     q, window, tile: as in :func:`block_sq_distances` (``tile`` counts output blocks).
 
   Returns:
-    ``[B, N1, N2, k, D]``: block ``b`` of neighbour image ``j`` summed over the patches
+    ``[..., N1, N2, k, D]``: block ``b`` of neighbour image ``j`` summed over the patches
     ``a`` covering it, ``Σ_{a ∋ b} Σ_o w[a, o, j] · B[cand(a, o) + (b − a)]``. Divide by
     :func:`block_cover_counts` to get ``fold_patches`` of the neighbour volumes.
   """

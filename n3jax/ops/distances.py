@@ -10,6 +10,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
+from n3jax.ops.batching import broadcast_leading, leading_shape, merge_leading, split_leading
 from n3jax.ops.chunking import map_query_chunks
 
 
@@ -35,15 +36,18 @@ def pairwise_sq_distances(x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def gather_candidates(database: jax.Array, indices: jax.Array) -> jax.Array:
-  """Gathers candidate items: ``[B, N, D]`` and ``[B, M, O]`` (or ``[M, O]``) → ``[B, M, O, D]``."""
-  if database.ndim != 3:
-    raise ValueError(f"database must be [B, N, D], got {database.shape}")
+  """Gathers candidate items: ``[..., N, D]`` and ``[..., M, O]`` → ``[..., M, O, D]``.
+
+  ``indices`` of shape ``[M, O]`` are shared by all leading axes of ``database``; other
+  leading axes broadcast.
+  """
   if indices.ndim == 2:
-    return jnp.take(database, indices, axis=1)
-  if indices.ndim != 3 or indices.shape[0] != database.shape[0]:
-    raise ValueError(f"indices must be [M, O] or [B, M, O], got {indices.shape} "
-                     f"for a database of shape {database.shape}")
-  return jax.vmap(lambda d, i: jnp.take(d, i, axis=0))(database, indices)
+    leading_shape(database, 2, "database [..., N, D]")
+    return jnp.take(database, indices, axis=-2)
+  lead = broadcast_leading([(database, 2, "database [..., N, D]"),
+                            (indices, 2, "indices [..., M, O]")])
+  db, idx = merge_leading(database, 2, lead), merge_leading(indices, 2, lead)
+  return split_leading(jax.vmap(lambda d, i: jnp.take(d, i, axis=0))(db, idx), lead)
 
 
 def indexed_sq_distances(queries: jax.Array, database: jax.Array, indices: jax.Array, *,
@@ -51,31 +55,37 @@ def indexed_sq_distances(queries: jax.Array, database: jax.Array, indices: jax.A
   """Squared Euclidean distances from each query to its own list of candidates.
 
   Args:
-    queries: ``[B, M, D]``.
-    database: ``[B, N, D]``.
-    indices: int ``[B, M, O]`` (or ``[M, O]``, shared by the batch): for query ``m``, the
-      database rows of its ``O`` candidates. Out-of-range indices are clamped by the
-      gather, so keep them in ``[0, N)``.
+    queries: ``[..., M, D]``.
+    database: ``[..., N, D]``; leading axes (any number, none included) broadcast.
+    indices: int ``[..., M, O]`` (or ``[M, O]``, shared by the leading axes): for query
+      ``m``, the database rows of its ``O`` candidates. Out-of-range indices are clamped
+      by the gather, so keep them in ``[0, N)``.
     query_chunk: process this many queries at a time, so that the gathered candidates
-      ``[B, chunk, O, D]`` rather than ``[B, M, O, D]`` are held in memory.
+      ``[..., chunk, O, D]`` rather than ``[..., M, O, D]`` are held in memory.
 
   Returns:
-    ``[B, M, O]``: ``||queries[b, m] - database[b, indices[b, m, o]]||²``, summed in at
-    least float32 and returned in the inputs' dtype.
+    ``[..., M, O]``: ``||queries[..., m] - database[..., indices[..., m, o]]||²``, summed
+    in at least float32 and returned in the inputs' dtype.
   """
-  if queries.ndim != 3 or database.ndim != 3 or queries.shape[-1] != database.shape[-1]:
-    raise ValueError(f"expected queries [B, M, D] and database [B, N, D], got "
-                     f"{queries.shape} and {database.shape}")
-  if indices.shape[-2] != queries.shape[1]:
+  arrays = [(queries, 2, "queries [..., M, D]"), (database, 2, "database [..., N, D]")]
+  if indices.ndim > 2:
+    arrays.append((indices, 2, "indices [..., M, O]"))
+  lead = broadcast_leading(arrays)
+  if queries.shape[-1] != database.shape[-1]:
+    raise ValueError(f"queries {queries.shape} and database {database.shape} have "
+                     "different feature sizes")
+  if indices.shape[-2] != queries.shape[-2]:
     raise ValueError(f"indices {indices.shape} do not list candidates for "
-                     f"{queries.shape[1]} queries")
+                     f"{queries.shape[-2]} queries")
   dtype = jnp.result_type(queries, database)
   acc = jnp.promote_types(dtype, jnp.float32)
-  idx = jnp.broadcast_to(indices, (queries.shape[0],) + indices.shape[-2:])
+  q, db = merge_leading(queries, 2, lead), merge_leading(database, 2, lead)
+  idx = merge_leading(indices, 2, lead) if indices.ndim > 2 else indices
+  idx = jnp.broadcast_to(idx, (q.shape[0],) + indices.shape[-2:])
 
   def chunk_fn(q, i):
-    cand = gather_candidates(database, i)  # [B, C, O, D]
+    cand = gather_candidates(db, i)  # [B, C, O, D]
     diff = (q[:, :, None, :] - cand).astype(acc)
     return jnp.sum(diff * diff, axis=-1).astype(dtype)
 
-  return map_query_chunks(chunk_fn, (queries, idx), chunk=query_chunk)
+  return split_leading(map_query_chunks(chunk_fn, (q, idx), chunk=query_chunk), lead)

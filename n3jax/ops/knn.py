@@ -12,11 +12,13 @@ the one-hot vector of the j-th nearest neighbour; as ``t → 0`` it becomes exac
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from n3jax.ops.batching import broadcast_leading, merge_leading, split_leading
 from n3jax.ops.chunking import map_query_chunks
 from n3jax.ops.distances import gather_candidates, indexed_sq_distances, pairwise_sq_distances
 
@@ -48,66 +50,157 @@ def _log1mexp_jvp(primals, tangents):
   return log1mexp(x), slope * dx
 
 
+def check_temperature(temperature: Any) -> None:
+  """Raises ``ValueError`` if a concrete ``temperature`` is not finite and positive.
+
+  A traced temperature (inside ``jit``, ``grad`` or ``vmap``) cannot be inspected and is
+  not checked: a learned temperature should be produced as ``exp(·)`` or ``softplus(·)``.
+  """
+  try:
+    t = np.asarray(temperature, dtype=np.float64)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
+          TypeError):
+    return
+  if not (np.all(np.isfinite(t)) and np.all(t > 0)):
+    bad = t[~(np.isfinite(t) & (t > 0))].ravel()[:3]
+    raise ValueError(f"temperature must be finite and > 0, got {bad.tolist()}"
+                     f"{' (and more)' if bad.size < np.sum(~(np.isfinite(t) & (t > 0))) else ''}")
+
+
+def candidate_mask(logits: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
+  """The valid candidates ``[..., O]``: ``mask`` (broadcast to ``logits``) and not ``-inf``."""
+  valid = logits != -jnp.inf
+  if mask is None:
+    return valid
+  mask = jnp.asarray(mask)
+  if mask.dtype != jnp.bool_:
+    raise TypeError(f"mask must be boolean (True: a valid candidate), got {mask.dtype}")
+  try:
+    return valid & jnp.broadcast_to(mask, logits.shape)
+  except ValueError:
+    raise ValueError(f"mask {mask.shape} does not broadcast to the logits {logits.shape}") from None
+
+
+def _masked_log_softmax(alpha: jax.Array, valid: jax.Array) -> jax.Array:
+  """``log_softmax`` over the valid entries of the last axis; 0 at invalid ones.
+
+  Every intermediate is finite (no ``-inf`` enters the arithmetic), so gradients are
+  finite too. A row without valid entries gives zeros.
+  """
+  any_valid = jnp.any(valid, axis=-1, keepdims=True)
+  top = jnp.max(jnp.where(valid, alpha, 0), axis=-1, keepdims=True,
+                where=valid, initial=jnp.finfo(alpha.dtype).min)
+  top = jax.lax.stop_gradient(jnp.where(any_valid, top, 0))
+  z = jnp.where(valid, alpha - top, 0)
+  total = jnp.sum(jnp.where(valid, jnp.exp(z), 0), axis=-1, keepdims=True)
+  return jnp.where(valid, z - jnp.log(jnp.where(any_valid, total, 1)), 0)
+
+
 def continuous_knn_weights(logits: jax.Array, temperature: jax.Array | float, *,
-                           k: int) -> jax.Array:
+                           k: int, mask: Optional[jax.Array] = None) -> jax.Array:
   """Weights of the ``k`` continuous nearest neighbours (a ``lax.scan`` over the k steps).
+
+  **Temperature.** The logits are divided by ``t``, so ``t`` is in the units of the
+  logits: with ``logits = −squared distances`` it is a squared distance, and a candidate
+  whose squared distance is larger by ``t`` gets ``e`` times less weight. ``t`` much
+  smaller than the gaps between the nearest candidates' distances gives hard kNN; much
+  larger than their spread, a uniform average. A good start is the typical gap between
+  the 1st and the k-th nearest squared distance; to learn it, produce it as ``exp(·)``
+  of a network output (the N³ block learns one per query on batch-normalized distances).
+  A concrete ``t <= 0`` or non-finite ``t`` is a ``ValueError``; a traced one is not
+  checked.
+
+  **Masks.** ``mask`` marks the valid candidates of each query (e.g. not itself, not
+  padding). Invalid candidates get weight exactly 0 and no gradient, and no ``inf``
+  enters the arithmetic, so gradients with respect to the logits, the temperature and
+  everything before them are finite. A ``-inf`` logit counts as masked. Step ``j`` of a
+  query with ``n <= j`` valid candidates returns an all-zero weight vector (so a query
+  without valid candidates gets zeros, never NaN).
+
+  **Ties.** Candidates with exactly equal logits get exactly equal weights at every step:
+  the relaxation does not break ties. As ``t → 0`` with a group of ``g`` tied nearest
+  candidates, *every one* of the ``k`` weight vectors tends to the uniform average over
+  that group (each step lowers all of them by the same ``log(1 − 1/g)``), so the block
+  returns that average ``k`` times. :func:`hard_knn_weights` breaks ties by index instead.
 
   Args:
     logits: ``[..., O]`` similarity of each of ``O`` candidates to the query (larger is
-      nearer; e.g. negative squared distances). ``-inf`` excludes a candidate.
+      nearer; e.g. negative squared distances).
     temperature: positive, broadcastable to ``logits.shape[:-1]`` (one per query) or a
-      scalar. Smaller is harder: as ``t → 0`` the j-th weight vector tends to the one-hot
-      vector of the j-th nearest candidate.
-    k: number of neighbours, ``1 <= k <= O`` (at least ``k`` finite logits per query).
+      scalar (see above).
+    k: number of neighbours, ``1 <= k <= O``.
+    mask: optional bool, broadcastable to ``[..., O]``: True for valid candidates.
 
   Returns:
     ``[..., O, k]`` in the dtype of ``logits``; each ``[..., :, j]`` is non-negative and
-    sums to 1. The relaxation itself runs in at least float32.
+    sums to 1 over the valid candidates (or is all zero, see above). The relaxation
+    itself runs in at least float32.
   """
   if logits.ndim < 1:
     raise ValueError("logits must have a candidate axis, got a scalar")
   num_candidates = logits.shape[-1]
   if not 1 <= k <= num_candidates:
     raise ValueError(f"k must be in [1, {num_candidates}] (the number of candidates), got {k}")
+  check_temperature(temperature)
   dtype = logits.dtype
   compute = jnp.promote_types(dtype, jnp.float32)
+  valid = candidate_mask(logits, mask)
   temperature = jnp.asarray(temperature, compute)
-  alpha = logits.astype(compute) / temperature[..., None]
+  alpha = jnp.where(valid, logits, 0).astype(compute) / temperature[..., None]
+  num_valid = jnp.sum(valid, axis=-1)
 
-  def step(alpha, _):
-    log_w = jax.nn.log_softmax(alpha, axis=-1)
-    return alpha + log1mexp(log_w), jnp.exp(log_w)
+  def step(carry, j):
+    alpha, valid = carry
+    log_w = _masked_log_softmax(alpha, valid)
+    # α ← α + log(1 − w). A weight that rounds to 1 makes that -inf: the candidate is
+    # spent, and leaves the valid set instead of carrying -inf.
+    log_rest = log1mexp(jnp.where(valid, log_w, LOG_HALF))
+    keep = valid & (log_rest > -jnp.inf)
+    alpha = alpha + jnp.where(keep, log_rest, 0)
+    w = jnp.where(valid & (j < num_valid)[..., None], jnp.exp(log_w), 0)
+    return (alpha, keep), w
 
-  _, weights = jax.lax.scan(step, alpha, None, length=k)  # [k, ..., O]
+  _, weights = jax.lax.scan(step, (alpha, valid), jnp.arange(k))  # [k, ..., O]
   return jnp.moveaxis(weights, 0, -1).astype(dtype)
 
 
-def hard_knn_weights(logits: jax.Array, *, k: int) -> jax.Array:
+def _check_k(logits: jax.Array, k: int) -> None:
+  if logits.ndim < 1:
+    raise ValueError("logits must have a candidate axis, got a scalar")
+  num_candidates = logits.shape[-1]
+  if not 1 <= k <= num_candidates:
+    raise ValueError(f"k must be in [1, {num_candidates}] (the number of candidates), got {k}")
+
+
+def hard_knn_weights(logits: jax.Array, *, k: int, mask: Optional[jax.Array] = None
+                     ) -> jax.Array:
   """One-hot weights of the ``k`` nearest candidates (hard kNN, no gradient to ``logits``).
 
   The limit ``t → 0`` of :func:`continuous_knn_weights`, computed with ``lax.top_k``
-  (ties go to the lower candidate index). Gradients still flow to whatever the weights
-  are applied to (:func:`aggregate`), not to the selection.
+  (exact ties go to the lower candidate index). Gradients still flow to whatever the
+  weights are applied to (:func:`aggregate`), not to the selection.
 
   Args:
-    logits: ``[..., O]``, larger is nearer; ``-inf`` excludes a candidate.
+    logits: ``[..., O]``, larger is nearer.
     k: ``1 <= k <= O``.
+    mask: optional bool, broadcastable to ``[..., O]``: True for valid candidates
+      (``-inf`` logits count as masked). Step ``j`` of a query with ``n <= j`` valid
+      candidates is all zero.
 
   Returns:
     ``[..., O, k]`` one-hot along ``O`` for each ``j``, in the dtype of ``logits``.
   """
-  if logits.ndim < 1:
-    raise ValueError("logits must have a candidate axis, got a scalar")
-  num_candidates = logits.shape[-1]
-  if not 1 <= k <= num_candidates:
-    raise ValueError(f"k must be in [1, {num_candidates}] (the number of candidates), got {k}")
-  _, top = jax.lax.top_k(jax.lax.stop_gradient(logits), k)  # [..., k]
-  onehot = jax.nn.one_hot(top, num_candidates, dtype=logits.dtype)  # [..., k, O]
-  return jnp.swapaxes(onehot, -1, -2)
+  _check_k(logits, k)
+  valid = candidate_mask(logits, mask)
+  ranked = jnp.where(valid, jax.lax.stop_gradient(logits), -jnp.inf)  # no gradient path
+  _, top = jax.lax.top_k(ranked, k)  # [..., k]
+  onehot = jax.nn.one_hot(top, logits.shape[-1], dtype=logits.dtype)  # [..., k, O]
+  present = jnp.arange(k) < jnp.sum(valid, axis=-1)[..., None]  # [..., k]
+  return jnp.swapaxes(onehot * present[..., None].astype(logits.dtype), -1, -2)
 
 
 def concrete_knn_weights(logits: jax.Array, temperature: jax.Array | float, *, k: int,
-                         key: jax.Array) -> jax.Array:
+                         key: jax.Array, mask: Optional[jax.Array] = None) -> jax.Array:
   """Stochastic (Concrete / Gumbel-softmax) relaxation of kNN: the paper's "Concrete" baseline.
 
   Perturbs the scaled logits ``α / t`` once with Gumbel noise and then runs the same k
@@ -118,83 +211,107 @@ def concrete_knn_weights(logits: jax.Array, temperature: jax.Array | float, *, k
   Args:
     logits: ``[..., O]``; temperature: per query, broadcastable to ``logits.shape[:-1]``.
     k: number of neighbours. key: PRNG key of the Gumbel noise.
+    mask: optional valid candidates, as in :func:`continuous_knn_weights`.
 
   Returns:
     ``[..., O, k]`` as :func:`continuous_knn_weights`.
   """
+  _check_k(logits, k)
+  check_temperature(temperature)
   compute = jnp.promote_types(logits.dtype, jnp.float32)
+  valid = candidate_mask(logits, mask)
   temperature = jnp.asarray(temperature, compute)
   gumbel = jax.random.gumbel(key, logits.shape, compute)
   # Perturb α/t by g, i.e. α by t·g, and reuse the deterministic relaxation.
-  perturbed = logits.astype(compute) + temperature[..., None] * gumbel
-  return continuous_knn_weights(perturbed, temperature, k=k).astype(logits.dtype)
+  perturbed = jnp.where(valid, logits, 0).astype(compute) + temperature[..., None] * gumbel
+  return continuous_knn_weights(perturbed, temperature, k=k, mask=valid).astype(logits.dtype)
 
 
-def aggregate(weights: jax.Array, database: jax.Array, indices: Optional[jax.Array] = None,
-              *, query_chunk: Optional[int] = None) -> jax.Array:
+def aggregate(weights: jax.Array, database: jax.Array, *,
+              indices: Optional[jax.Array] = None,
+              query_chunk: Optional[int] = None) -> jax.Array:
   """Applies neighbour weights to database items: the k "neighbour volumes".
 
   Args:
-    weights: ``[B, M, O, k]`` from :func:`continuous_knn_weights`.
-    database: ``[B, N, D]`` items to average (e.g. patches of the block's input).
-    indices: int ``[B, M, O]`` or ``[M, O]``, the database rows of each query's candidates;
-      ``None`` means every query's candidates are all ``N = O`` database items.
+    weights: ``[..., M, O, k]`` from :func:`continuous_knn_weights`.
+    database: ``[..., N, D]`` items to average (e.g. patches of the block's input).
+    indices: int ``[..., M, O]``, or ``[M, O]`` shared by all leading axes: the database
+      rows of each query's candidates; ``None`` means every query's candidates are all
+      ``N = O`` database items.
     query_chunk: queries per chunk when gathering through ``indices`` (bounds memory).
 
+  The leading axes ``...`` (any number, none included) broadcast between the arguments.
+
   Returns:
-    ``[B, M, k, D]``: ``out[b, m, j] = Σ_o weights[b, m, o, j] · database[b, cand(m, o)]``.
+    ``[..., M, k, D]``: ``out[..., m, j] = Σ_o weights[..., m, o, j] · database[..., cand(m, o)]``.
   """
-  if weights.ndim != 4 or database.ndim != 3 or weights.shape[0] != database.shape[0]:
-    raise ValueError(f"expected weights [B, M, O, k] and database [B, N, D], got "
-                     f"{weights.shape} and {database.shape}")
+  lead = broadcast_leading([(weights, 3, "weights [..., M, O, k]"),
+                            (database, 2, "database [..., N, D]")])
   if indices is None:
-    if weights.shape[2] != database.shape[1]:
-      raise ValueError(f"without indices, O ({weights.shape[2]}) must equal N "
-                       f"({database.shape[1]})")
-    return jnp.einsum("bmok,bod->bmkd", weights, database)
-  if indices.shape[-2:] != weights.shape[1:3]:
+    if weights.shape[-2] != database.shape[-2]:
+      raise ValueError(f"without indices, O ({weights.shape[-2]}) must equal N "
+                       f"({database.shape[-2]}); got weights {weights.shape} and "
+                       f"database {database.shape}")
+    return jnp.einsum("...mok,...od->...mkd", weights, database)
+  if indices.shape[-2:] != weights.shape[-3:-1]:
     raise ValueError(f"indices {indices.shape} do not match weights {weights.shape}")
-  idx = jnp.broadcast_to(indices, weights.shape[:3])
+  if indices.ndim > 2:
+    lead = broadcast_leading([(weights, 3, "weights"), (database, 2, "database"),
+                              (indices, 2, "indices")])
+    indices = merge_leading(indices, 2, lead)
+  w = merge_leading(weights, 3, lead)
+  idx = jnp.broadcast_to(indices, w.shape[:3])
 
   def chunk_fn(w, i):
-    return jnp.einsum("bcok,bcod->bckd", w, gather_candidates(database, i))
+    return jnp.einsum("bcok,bcod->bckd", w, gather_candidates(db, i))
 
-  return map_query_chunks(chunk_fn, (weights, idx), chunk=query_chunk)
+  db = merge_leading(database, 2, lead)
+  return split_leading(map_query_chunks(chunk_fn, (w, idx), chunk=query_chunk), lead)
 
 
 def neural_nearest_neighbors(query_embed: jax.Array, db_embed: jax.Array,
                              db_values: jax.Array, temperature: jax.Array | float, *,
                              k: int, indices: Optional[jax.Array] = None,
+                             mask: Optional[jax.Array] = None,
                              exclude_self: bool = False,
                              query_chunk: Optional[int] = None) -> jax.Array:
   """Continuous kNN in one call: distances → weights → neighbour volumes.
 
   Args:
-    query_embed: ``[B, M, E]`` query embeddings.
-    db_embed: ``[B, N, E]`` database embeddings; ``db_values``: ``[B, N, D]`` what is
-      averaged.
-    temperature: per query ``[B, M]`` or scalar.
+    query_embed: ``[..., M, E]`` query embeddings.
+    db_embed: ``[..., N, E]`` database embeddings; ``db_values``: ``[..., N, D]`` what is
+      averaged. Leading axes (any number, none included) broadcast.
+    temperature: per query ``[..., M]`` or scalar (see :func:`continuous_knn_weights`).
     k: number of neighbours.
-    indices: ``[B, M, O]`` / ``[M, O]`` candidate rows, or ``None`` for all ``N`` items.
+    indices: ``[..., M, O]`` / ``[M, O]`` candidate rows, or ``None`` for all ``N`` items.
+    mask: optional bool, broadcastable to ``[..., M, O]`` (``O = N`` without indices):
+      True for valid candidates, e.g. ``db_valid[..., None, :]`` for a padded database.
     exclude_self: with ``indices=None`` and ``M == N``, drop item ``m`` from the
       candidates of query ``m`` (queries and database are the same set).
 
   Returns:
-    ``[B, M, k, D]`` neighbour volumes.
+    ``[..., M, k, D]`` neighbour volumes.
   """
   if indices is None:
     logits = -pairwise_sq_distances(query_embed, db_embed)
     if exclude_self:
-      logits = mask_self(logits)
+      not_self = exclude_self_mask(logits.shape[-1])
+      if logits.shape[-2] != logits.shape[-1]:
+        raise ValueError(f"exclude_self needs as many queries as items, got "
+                         f"{query_embed.shape} and {db_embed.shape}")
+      mask = not_self if mask is None else mask & not_self
   else:
+    if exclude_self:
+      raise ValueError("exclude_self applies to all-pairs search (indices=None); leave "
+                       "the query out of its own indices instead")
     logits = -indexed_sq_distances(query_embed, db_embed, indices, query_chunk=query_chunk)
-  weights = continuous_knn_weights(logits, temperature, k=k)
-  return aggregate(weights, db_values, indices, query_chunk=query_chunk)
+  weights = continuous_knn_weights(logits, temperature, k=k, mask=mask)
+  return aggregate(weights, db_values, indices=indices, query_chunk=query_chunk)
 
 
-def mask_self(logits: jax.Array) -> jax.Array:
-  """Sets the diagonal of all-pairs logits ``[..., N, N]`` to ``-inf`` (no self-matches)."""
-  n = logits.shape[-1]
-  if logits.shape[-2] != n:
-    raise ValueError(f"mask_self needs square [..., N, N] logits, got {logits.shape}")
-  return jnp.where(jnp.eye(n, dtype=bool), -jnp.inf, logits)
+def exclude_self_mask(n: int) -> jax.Array:
+  """``[N, N]`` bool candidate mask of all-pairs search without self-matches (False on
+  the diagonal), for the ``mask`` of :func:`continuous_knn_weights`."""
+  if n < 1:
+    raise ValueError(f"need at least one item, got {n}")
+  return ~jnp.eye(n, dtype=bool)

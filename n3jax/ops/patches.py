@@ -1,8 +1,8 @@
 """Image <-> patch conversion and the candidate windows of the N³ block.
 
-Pure JAX, no Flax. Images are NHWC: ``[B, H, W, C]``. A patch grid of an image is
-``[B, n1, n2, P*P*C]`` where each feature vector is the patch flattened in
-``(row, column, channel)`` order. Items of a grid are numbered row-major,
+Pure JAX, no Flax. Images are ``[..., H, W, C]`` with any number of leading (batch)
+axes, none included. A patch grid of an image is ``[..., n1, n2, P*P*C]`` where each
+feature vector is the patch flattened in ``(row, column, channel)`` order. Items of a grid are numbered row-major,
 ``m = i * n2 + j``.
 """
 
@@ -12,6 +12,8 @@ from typing import Tuple
 
 import jax
 import jax.numpy as jnp
+
+from n3jax.ops.batching import batched, leading_shape
 
 
 def patch_padding(size: int, patch_size: int, stride: int) -> Tuple[int, int]:
@@ -40,33 +42,34 @@ def grid_size(size: int, patch_size: int, stride: int) -> int:
 
 
 def pad_for_patches(x: jax.Array, patch_size: int, stride: int) -> jax.Array:
-  """Zero-pads ``x [B, H, W, C]`` per :func:`patch_padding` on both spatial axes."""
-  _check_image(x)
-  ph = patch_padding(x.shape[1], patch_size, stride)
-  pw = patch_padding(x.shape[2], patch_size, stride)
-  return jnp.pad(x, ((0, 0), ph, pw, (0, 0)))
+  """Zero-pads ``x [..., H, W, C]`` per :func:`patch_padding` on both spatial axes."""
+  lead = leading_shape(x, 3, "image [..., H, W, C]")
+  ph = patch_padding(x.shape[-3], patch_size, stride)
+  pw = patch_padding(x.shape[-2], patch_size, stride)
+  return jnp.pad(x, ((0, 0),) * len(lead) + (ph, pw, (0, 0)))
 
 
 def crop_patch_padding(x: jax.Array, height: int, width: int, patch_size: int,
                        stride: int) -> jax.Array:
-  """Inverse of :func:`pad_for_patches`: crops ``[B, Hp, Wp, C]`` back to ``[B, H, W, C]``."""
+  """Inverse of :func:`pad_for_patches`: crops ``[..., Hp, Wp, C]`` back to ``[..., H, W, C]``."""
+  leading_shape(x, 3, "image [..., Hp, Wp, C]")
   top, _ = patch_padding(height, patch_size, stride)
   left, _ = patch_padding(width, patch_size, stride)
-  return x[:, top:top + height, left:left + width, :]
+  return x[..., top:top + height, left:left + width, :]
 
 
+@batched(3)
 def extract_patches(x: jax.Array, patch_size: int, stride: int) -> jax.Array:
   """All ``patch_size``² patches at ``stride`` of an (already padded) image.
 
   Args:
-    x: ``[B, H, W, C]`` with ``(H - P)`` and ``(W - P)`` multiples of ``stride``.
+    x: ``[..., H, W, C]`` with ``(H - P)`` and ``(W - P)`` multiples of ``stride``.
     patch_size: ``P``.
     stride: step between patches.
 
   Returns:
-    ``[B, n1, n2, P*P*C]`` with ``n1 = (H - P) / stride + 1`` (likewise ``n2``).
+    ``[..., n1, n2, P*P*C]`` with ``n1 = (H - P) / stride + 1`` (likewise ``n2``).
   """
-  _check_image(x)
   b, h, w, c = x.shape
   if (h - patch_size) % stride or (w - patch_size) % stride or min(h, w) < patch_size:
     raise ValueError(
@@ -95,16 +98,17 @@ def extract_patches(x: jax.Array, patch_size: int, stride: int) -> jax.Array:
   return p.reshape(b, n1, n2, patch_size * patch_size * c)
 
 
+@batched(3)
 def fold_patches(patches: jax.Array, height: int, width: int, patch_size: int,
                  stride: int) -> jax.Array:
   """Folds patches back into an image, averaging where patches overlap (col2im).
 
   Args:
-    patches: ``[B, n1, n2, P*P*C]`` as produced by :func:`extract_patches`.
+    patches: ``[..., n1, n2, P*P*C]`` as produced by :func:`extract_patches`.
     height, width: the size of the (padded) image the patches came from.
 
   Returns:
-    ``[B, height, width, C]``: each pixel is the mean over the patches covering it
+    ``[..., height, width, C]``: each pixel is the mean over the patches covering it
     (zero where no patch covers it).
   """
   b, n1, n2, f = patches.shape
@@ -125,7 +129,7 @@ def fold_patches(patches: jax.Array, height: int, width: int, patch_size: int,
   return summed / jnp.maximum(count, 1)
 
 
-def window_indices(n1: int, n2: int, window: int = 15, *, exclude_self: bool = True) -> jax.Array:
+def window_indices(n1: int, n2: int, window: int, *, exclude_self: bool = True) -> jax.Array:
   """Candidate indices of the border-shifted square search window on an ``n1 x n2`` grid.
 
   For the item at grid position ``(i, j)`` the window is the ``w1 x w2`` block of grid
@@ -177,12 +181,7 @@ def window_candidates(p1: jax.Array, p2: jax.Array, n1: int, n2: int, window: in
   return top[..., None] + o // w2, left[..., None] + o % w2
 
 
-def _check_image(x: jax.Array) -> None:
-  if x.ndim != 4:
-    raise ValueError(f"expected an NHWC image batch [B, H, W, C], got shape {x.shape}")
-
-
-def num_candidates(n1: int, n2: int, window: int, exclude_self: bool = True) -> int:
+def num_candidates(n1: int, n2: int, window: int, *, exclude_self: bool = True) -> int:
   """``O`` of :func:`window_indices` for an ``n1 x n2`` grid."""
   return min(window, n1) * min(window, n2) - int(exclude_self)
 

@@ -16,6 +16,7 @@ from typing import Tuple
 import jax
 import jax.numpy as jnp
 
+from n3jax.ops.batching import batched
 from n3jax.ops.chunking import map_tiles, untile
 from n3jax.ops.patches import window_indices, window_start
 
@@ -62,17 +63,19 @@ def _region(grid: jax.Array, r0: jax.Array, c0: jax.Array, reg: Tuple[int, int])
   return region.reshape(b, reg[0] * reg[1], f)
 
 
+@batched(3)
 def windowed_sq_distances(grid: jax.Array, window: int, *, tile: int = DEFAULT_TILE
                           ) -> jax.Array:
   """Squared distances of every grid item to the candidates of its search window.
 
   Args:
-    grid: ``[B, n1, n2, D]`` item features on a patch grid (e.g. patch embeddings).
+    grid: ``[..., n1, n2, D]`` item features on a patch grid (e.g. patch embeddings),
+      with any leading axes (none included).
     window: side of the border-shifted search window (see :func:`window_indices`).
     tile: queries per tile side.
 
   Returns:
-    ``[B, n1·n2, O]``, equal (up to float rounding) to
+    ``[..., n1·n2, O]``, equal (up to float rounding) to
     ``indexed_sq_distances(q, q, window_indices(n1, n2, window))`` with
     ``q = grid.reshape(B, n1·n2, D)``. Computed as ``|q|² + |c|² − 2 q·c`` in at least
     float32, clamped at 0.
@@ -100,16 +103,18 @@ def windowed_sq_distances(grid: jax.Array, window: int, *, tile: int = DEFAULT_T
   return untile(out, n1, n2).reshape(b, n1 * n2, -1)
 
 
+@batched(3, 3)
 def windowed_aggregate(weights: jax.Array, grid: jax.Array, window: int, *,
                        tile: int = DEFAULT_TILE) -> jax.Array:
   """Neighbour volumes from window weights: the windowed form of :func:`aggregate`.
 
   Args:
-    weights: ``[B, n1·n2, O, k]`` over the candidates of :func:`window_indices`.
-    grid: ``[B, n1, n2, D]`` items to average (e.g. patches of the block's input).
+    weights: ``[..., n1·n2, O, k]`` over the candidates of :func:`window_indices`.
+    grid: ``[..., n1, n2, D]`` items to average (e.g. patches of the block's input);
+      leading axes (any number, none included) broadcast.
 
   Returns:
-    ``[B, n1·n2, k, D]``, equal to ``aggregate(weights, grid.reshape(B, -1, D),
+    ``[..., n1·n2, k, D]``, equal to ``aggregate(weights, grid.reshape(B, -1, D),
     window_indices(n1, n2, window))``.
   """
   if grid.ndim != 4 or weights.ndim != 4:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Optional
 
@@ -127,11 +128,13 @@ class N3Block(nn.Module):
       # Per-query temperature: mean log-temperature over the patch (zero padding included).
       log_t = patches(log_temp).reshape(b, m, -1).mean(axis=-1) + math.log(self.temp_bias)
       temperature = jnp.exp(log_t)
+      self.sow("intermediates", "temperature", temperature)  # [B, M], for inspection
       if self.selection == "concrete" and train:
         weights = ops.concrete_knn_weights(logits, temperature, k=self.k,
                                            key=self.make_rng("gumbel"))
       else:
         weights = ops.continuous_knn_weights(logits, temperature, k=self.k)  # [B, M, O, k]
+    self.sow("intermediates", "knn_weights", weights)  # [B, M, O, k], window order
     hp, wp = h + sum(ops.patch_padding(h, p, s)), w + sum(ops.patch_padding(w, p, s))
     if blockwise:
       summed = ops.block_aggregate_sum(weights, x_blocks, q, self.window)  # [B,N1,N2,k,D]
@@ -142,7 +145,7 @@ class N3Block(nn.Module):
       if self.tile:
         volumes = ops.windowed_aggregate(weights, x_patches, self.window, tile=self.tile)
       else:
-        volumes = ops.aggregate(weights, x_patches.reshape(b, m, -1), indices,
+        volumes = ops.aggregate(weights, x_patches.reshape(b, m, -1), indices=indices,
                                 query_chunk=self.query_chunk)  # [B, M, k, P*P*c]
       volumes = volumes.reshape(b, n1, n2, self.k, -1).transpose(0, 3, 1, 2, 4)
       volumes = volumes.reshape(b * self.k, n1, n2, -1)
@@ -172,25 +175,33 @@ class MLP(nn.Module):
   out_features: int
   features: int = 64
   depth: int = 3
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
+    dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
     for i in range(self.depth - 1):
-      x = nn.relu(nn.Dense(self.features, name=f"dense_{i}")(x))
-    return nn.Dense(self.out_features, name="dense_out")(x)
+      x = nn.relu(dense(self.features, name=f"dense_{i}")(x))
+    return dense(self.out_features, name="dense_out")(x)
 
 
 class N3SetBlock(nn.Module):
   """N³ block on sets: all-pairs continuous kNN among the items of each set.
 
-  Every item's neighbours are searched among all other items of its set (no window,
-  self excluded). The output is permutation-equivariant in the items.
+  Every item's neighbours are searched among all other valid items of its set (no
+  window). The output is permutation-equivariant in the items.
 
   Attributes:
-    k: neighbours per item (``k <= N - 1``). embed_*: the per-item embedding MLP (the
-      log-temperature MLP is the same with one output). temp_bias: as in :class:`N3Block`.
+    k: neighbours per item (at most the number of candidates). embed_*: the per-item
+      embedding MLP (the log-temperature MLP is the same with one output).
+    temp_bias: multiplies the learned temperature, as in :class:`N3Block`.
     residual: return neighbour volumes as differences to ``x`` (as the image block) rather
       than as they are.
+    exclude_self: an item is not its own candidate (the paper's choice).
+    dtype: computation dtype of the MLPs and of the output (``None``: inferred from the
+      input and the parameters, as in Flax). The relaxation always runs in at least
+      float32. param_dtype: dtype of the parameters.
   """
   k: int = 3
   embed_features: int = 64
@@ -198,21 +209,57 @@ class N3SetBlock(nn.Module):
   embed_channels: int = 32
   temp_bias: float = 0.1
   residual: bool = True
+  exclude_self: bool = True
+  dtype: Any = None
+  param_dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """``[B, N, C]`` → ``[B, N, (k + 1)·C]``."""
-    if x.ndim != 3:
-      raise ValueError(f"N3SetBlock expects [B, N, C] sets, got shape {x.shape}")
-    b, n, c = x.shape
-    if not 1 <= self.k <= n - 1:
-      raise ValueError(f"k={self.k} neighbours need sets of at least {self.k + 1} items, got {n}")
-    embed = MLP(self.embed_channels, self.embed_features, self.embed_depth, name="embed")(x)
-    log_t = MLP(1, self.embed_features, self.embed_depth, name="temp")(x)[..., 0]
-    temperature = jnp.exp(log_t + math.log(self.temp_bias))
-    logits = ops.mask_self(-ops.pairwise_sq_distances(embed, embed))
-    weights = ops.continuous_knn_weights(logits, temperature, k=self.k)  # [B, N, N, k]
-    volumes = ops.aggregate(weights, x)  # [B, N, k, C]
+  def __call__(self, x: jax.Array, *, mask: Optional[jax.Array] = None) -> jax.Array:
+    """``[..., N, C]`` → ``[..., N, (k + 1)·C]``: ``concat([x, V_1, …, V_k])``.
+
+    Args:
+      x: sets of ``N`` items with ``C`` features; any leading (batch) axes, none included.
+      mask: optional bool ``[..., N]``, True for real items, False for padding. A masked
+        item is nobody's neighbour, so the valid items' outputs do not depend on it (they
+        equal those of the set without it), and its own ``V_j`` are 0.
+
+    Neighbour ``j`` of an item with fewer than ``j`` candidates (a set with fewer than
+    ``k + 1`` valid items) is missing: its ``V_j`` is 0 (also with ``residual``).
+    """
+    if x.ndim < 2:
+      raise ValueError(f"N3SetBlock expects [..., N, C] sets, got shape {x.shape}")
+    n, c = x.shape[-2:]
+    if not 1 <= self.k <= n - int(self.exclude_self):
+      raise ValueError(f"k={self.k} neighbours need sets of at least "
+                       f"{self.k + int(self.exclude_self)} items, got {n}")
+    if mask is not None:
+      mask = jnp.asarray(mask)
+      if mask.dtype != jnp.bool_ or mask.shape != x.shape[:-1]:
+        raise ValueError(f"mask must be bool {x.shape[:-1]} (True: a real item), got "
+                         f"{mask.dtype} {mask.shape}")
+    # Padding may hold anything (even NaN): the block reads zeros in its place.
+    items = x if mask is None else jnp.where(mask[..., None], x, 0)
+    mlp = functools.partial(MLP, features=self.embed_features, depth=self.embed_depth,
+                            dtype=self.dtype, param_dtype=self.param_dtype)
+    embed = mlp(self.embed_channels, name="embed")(items)
+    log_t = mlp(1, name="temp")(items)[..., 0]
+    compute = jnp.promote_types(log_t.dtype, jnp.float32)
+    temperature = jnp.exp(log_t.astype(compute) + math.log(self.temp_bias))
+    logits = -ops.pairwise_sq_distances(embed, embed)  # [..., N, N]
+    candidates = ops.exclude_self_mask(n) if self.exclude_self else None
+    if mask is not None:
+      valid_cand = mask[..., None, :]
+      candidates = valid_cand if candidates is None else candidates & valid_cand
+    weights = ops.continuous_knn_weights(logits, temperature, k=self.k, mask=candidates)
+    volumes = ops.aggregate(weights, items.astype(weights.dtype))  # [..., N, k, C]
     if self.residual:
-      volumes = volumes - x[:, :, None, :]
-    return jnp.concatenate([x, volumes.reshape(b, n, self.k * c)], axis=-1)
+      volumes = volumes - items[..., None, :].astype(volumes.dtype)
+    # Missing neighbours (fewer than j candidates) and masked items contribute 0.
+    present = jnp.sum(weights, axis=-2) > 0  # [..., N, k]
+    if mask is not None:
+      present = present & mask[..., None]
+    volumes = jnp.where(present[..., None], volumes, 0)
+    out_dtype = self.dtype or volumes.dtype
+    return jnp.concatenate([x.astype(out_dtype),
+                            volumes.reshape(*x.shape[:-1], self.k * c).astype(out_dtype)],
+                           axis=-1)

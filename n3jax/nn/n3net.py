@@ -33,13 +33,14 @@ class N3Net(nn.Module):
   interm_channels: int = 8
   features: int = 64
   depth: int = 6
-  k: int = 7
-  patch_size: int = 10
-  stride: int = 5
-  window: int = 15
-  embed_features: int = 64
-  embed_depth: int = 3
-  temp_bias: float = 0.1
+  # The N³ blocks' knobs: their defaults are defined once, by N3Block (the paper's).
+  k: int = N3Block.k
+  patch_size: int = N3Block.patch_size
+  stride: int = N3Block.stride
+  window: int = N3Block.window
+  embed_features: int = N3Block.embed_features
+  embed_depth: int = N3Block.embed_depth
+  temp_bias: float = N3Block.temp_bias
   query_chunk: Optional[int] = 512
   tile: Optional[int] = ops.windowed.DEFAULT_TILE
   selection: str = "continuous"
@@ -85,9 +86,10 @@ class N3Net(nn.Module):
                    self.depth, use_bn=self.dncnn_bn, zero_init_out=self.zero_init_out,
                    bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
                    dtype=self.dtype, name=f"dncnn_{i // 2}")(x, train=train)
-    return N3Block(self.k, self.patch_size, self.stride, self.window, self.embed_features,
-                   self.embed_depth, self.interm_channels, self.temp_bias,
-                   bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
+    return N3Block(k=self.k, patch_size=self.patch_size, stride=self.stride,
+                   window=self.window, embed_features=self.embed_features,
+                   embed_depth=self.embed_depth, embed_channels=self.interm_channels,
+                   temp_bias=self.temp_bias, bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
                    query_chunk=self.query_chunk, tile=self.tile, selection=self.selection,
                    conv_only=self.conv_only, dtype=self.dtype,
                    name=f"n3block_{i // 2}")(x, train=train, match=match)

@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import machine, median, time_calls, write_json  # noqa: E402
-from configs.denoise import get_config  # noqa: E402
+from n3jax.configs.denoise import get_config  # noqa: E402
 from n3jax.nn import create_model, model_fields  # noqa: E402
 from n3jax.train import optim  # noqa: E402
 from n3jax.train.loop import replicate  # noqa: E402

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs.sisr import get_config as sisr_config
-from configs.vdsr import get_config as vdsr_config
+from n3jax.configs.sisr import get_config as sisr_config
+from n3jax.configs.vdsr import get_config as vdsr_config
 from n3jax.checkpoint import load_model
 from n3jax.data import bicubic, pipeline
 from n3jax.evaluate import sisr

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-from configs.denoise import VARIANTS, get_config
+from n3jax.configs.denoise import VARIANTS, get_config
 from n3jax.checkpoint import load_model, save_model
 from n3jax.data import pipeline
 from n3jax.data.images import load_denoising_set

@@ -5,7 +5,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from configs.denoise import get_config
+from n3jax.configs.denoise import get_config
 
 
 def make_fake_data_root(root: str, *, num_train: int = 8, size: int = 48, seed: int = 0) -> str:

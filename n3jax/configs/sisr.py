@@ -26,14 +26,9 @@ only (400 steps, 36×36 crops) on CPU in under 5 minutes and should beat bicubic
 by more than 0.5 dB (measured: 35.98 vs 33.66 dB; README).
 """
 
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import ml_collections  # noqa: E402
-
-from configs import denoise  # noqa: E402  (shared training/bookkeeping defaults)
+from n3jax.configs import denoise  # shared training/bookkeeping defaults
 
 # Smoke-size keyword arguments per model.
 SMOKE_KWARGS = {

@@ -40,6 +40,25 @@ Urban100 30.19 / 26.83 / 25.15 (results/table3/, README).
 
 import ml_collections
 
+# The paper's N³Net (Sec. 5.1; the official Gaussian denoiser, shared/docs/reference-n3net.md).
+# These equal the defaults of n3jax.nn.N3Net / N3Block (tests/test_configs.py checks it).
+PAPER_N3NET = dict(
+    num_dncnns=3,  # DnCNN stages; an N³ block between each two ("light": 2)
+    depth=6,  # conv layers per DnCNN stage
+    features=64,  # channels of the DnCNN stages
+    interm_channels=8,  # channels between stages = N³ embedding channels
+    k=7,  # neighbours per patch
+    patch_size=10,  # N³ patches, pixels per side
+    stride=5,  # between patches
+    window=15,  # search window, in patch-grid positions per side (224 candidates)
+    embed_features=64,  # hidden channels of the embedding and temperature CNNs
+    embed_depth=3,  # conv layers of the embedding and temperature CNNs
+    temp_bias=0.1,  # the learned temperature is multiplied by this
+)
+# The knobs that describe a variant's N³ block(s) (the DnCNN baselines have none).
+N3_KNOBS = ("depth", "features", "interm_channels", "k", "patch_size", "stride", "window",
+            "embed_features", "embed_depth", "temp_bias")
+
 # Config argument -> (registry name, smoke-size keyword arguments).
 VARIANTS = {
     "full": ("n3net", dict(features=24, depth=4, k=3, embed_features=16, window=9)),
@@ -66,7 +85,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # Model: a name from n3jax.nn.MODELS plus keyword arguments.
   config.model = ml_collections.ConfigDict()
   config.model.name = name
-  config.model.kwargs = ml_collections.ConfigDict(smoke_kwargs if smoke else {})
+  # Every knob of the paper's N³ block(s) is written out (the Table 1 variants share them;
+  # "light" and the ablations fix num_dncnns=2 in the registry); smoke shrinks some.
+  paper = {k: PAPER_N3NET[k] for k in N3_KNOBS} if name not in ("dncnn17", "dncnn18") else {}
+  config.model.kwargs = ml_collections.ConfigDict({**paper, **(smoke_kwargs if smoke else {})})
   # Noise standard deviation on the 0-255 scale (training and evaluation).
   config.sigma = 25.0
   # Seed of the evaluation/validation noise (each image's key is folded from it and its

@@ -12,12 +12,7 @@ Expected (VDSR paper, PSNR ×2 / ×3 / ×4): Set5 37.53 / 33.66 / 31.35, Set14 3
 trained with SGD and gradient clipping; we use the Adam protocol of configs/sisr.py.)
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from configs import sisr  # noqa: E402
+from n3jax.configs import sisr
 
 
 def get_config(arg: str = ""):

@@ -6,10 +6,11 @@ benchmark (rows) and noise level (columns), with the paper's PSNR where known.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 # Paper Table 3 (PSNR, dB), Plötz & Roth 2018.
 PAPER_TABLE3 = {
@@ -49,12 +50,18 @@ def markdown(cells: Dict[Tuple[str, float], Dict]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> int:
-  dirs = sys.argv[1:] if argv is None else argv
-  if not dirs:
-    print(__doc__, file=sys.stderr)
-    return 2
-  print(markdown(collect(dirs)), end="")
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m n3jax.evaluate.table", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("dirs", nargs="+", metavar="DIR",
+                      help="eval.py output folders (or their results.json files)")
+  args = parser.parse_args(argv)
+  try:
+    cells = collect(args.dirs)
+  except (OSError, ValueError, KeyError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(markdown(cells), end="")
   return 0
 
 

@@ -104,7 +104,7 @@ def bm3d_comparison(repeats: int) -> dict:
   from n3jax import infer
   from n3jax.data import images
   from n3jax.data.noise import add_gaussian_noise
-  from n3jax.demo import _find_official
+  from n3jax.pretrained import official_files
   from n3jax.evaluate import metrics
   from n3jax.evaluate.denoise import image_key
   from n3jax.nn import create_model
@@ -120,7 +120,7 @@ def bm3d_comparison(repeats: int) -> dict:
   result = {"image": name, "shape": list(clean.shape), "sigma": SIGMA,
             "noisy_psnr": float(metrics.psnr(noisy, clean))}
   model = create_model("n3net")
-  official = _find_official(SIGMA, None)
+  official = official_files().get(float(SIGMA))
   if official:
     from n3jax.convert import convert_official
     variables, _ = convert_official(official)

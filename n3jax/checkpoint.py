@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from n3jax.atomic import atomic_directory, atomic_file
 from n3jax.nn import create_model
 
 MODEL_SPEC_FILE = "model.json"
@@ -25,19 +26,32 @@ VARIABLES_DIR = "variables"
 
 def save_model(directory: str | os.PathLike, variables: Mapping[str, Any], *, name: str,
                kwargs: Mapping[str, Any] | None = None,
-               metadata: Mapping[str, Any] | None = None) -> None:
-  """Writes ``variables`` and the model spec (registry ``name`` + ``kwargs``) to ``directory``."""
+               metadata: Mapping[str, Any] | None = None, overwrite: bool = False) -> None:
+  """Writes ``variables`` and the model spec (registry ``name`` + ``kwargs``) to ``directory``.
+
+  The folder is written under a temporary name and renamed into place, so it is either
+  complete or absent. An existing non-empty ``directory`` is replaced only with
+  ``overwrite`` (else :class:`n3jax.atomic.OutputExistsError`). With several processes
+  (multi-host training) all of them write the same folder in place, as orbax requires.
+  """
   directory = os.path.abspath(os.fspath(directory))
-  os.makedirs(directory, exist_ok=True)
-  target = os.path.join(directory, VARIABLES_DIR)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(target, jax.tree_util.tree_map(np.asarray, dict(variables)), force=True)
-  checkpointer.wait_until_finished()
   spec = {"model": {"name": name, "kwargs": dict(kwargs or {})}, "metadata": dict(metadata or {})}
-  tmp = os.path.join(directory, f"{MODEL_SPEC_FILE}.{os.getpid()}.tmp")  # several processes may write
-  with open(tmp, "w") as f:
+  if jax.process_count() > 1:
+    _write_model(directory, variables, spec)
+    return
+  with atomic_directory(directory, overwrite=overwrite) as tmp:
+    _write_model(tmp, variables, spec)
+
+
+def _write_model(directory: str, variables: Mapping[str, Any], spec: Dict[str, Any]) -> None:
+  os.makedirs(directory, exist_ok=True)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(os.path.join(directory, VARIABLES_DIR),
+                    jax.tree_util.tree_map(np.asarray, dict(variables)), force=True)
+  checkpointer.wait_until_finished()
+  with atomic_file(os.path.join(directory, MODEL_SPEC_FILE), overwrite=True) as tmp, \
+      open(tmp, "w") as f:  # several processes may write it
     json.dump(spec, f, indent=2, sort_keys=True)
-  os.replace(tmp, os.path.join(directory, MODEL_SPEC_FILE))
 
 
 def read_model_name(directory: str | os.PathLike) -> str:

@@ -1,10 +1,12 @@
-"""``python -m n3jax.demo``: denoise one image and report PSNR (runs with no downloads).
+"""``n3jax-demo`` / ``python -m n3jax.demo``: add noise to an image, denoise it, report PSNR.
 
-With the official weights (``$N3JAX_PRETRAINED_DIR`` or ``../shared/pretrained``, or a
-converted model given by ``--checkpoint``) it runs N³Net. Without them it says where to get
-them and runs a training-free stand-in built from the same pure ops: soft k-nearest-
-neighbour patch averaging (non-local means with the continuous kNN of ``n3jax.ops``).
-The image is Set12 ``01.png`` under the data root, or scikit-image's bundled camera photo.
+Runs with no downloads. With N³Net weights (``--checkpoint DIR``, an installed model from
+``n3jax-convert FILE --install``, or the official ``.t7`` in ``$N3JAX_PRETRAINED_DIR`` or
+``../shared/pretrained``) it runs N³Net. Without them it says where to get them and runs a
+training-free stand-in built from the same pure ops: soft k-nearest-neighbour patch
+averaging (non-local means with the continuous kNN of ``n3jax.ops``). The image is Set12
+``01.png`` under the data root, or scikit-image's bundled camera photo. To denoise your own
+noisy photos, use ``n3jax-denoise``.
 """
 
 from __future__ import annotations
@@ -19,15 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from n3jax import ops
+from n3jax import ops, pretrained
+from n3jax.atomic import atomic_file
 from n3jax.data import images
 from n3jax.data.noise import add_gaussian_noise
 from n3jax.evaluate import metrics
 from n3jax.evaluate.denoise import image_key
-
-PRETRAINED_ENV = "N3JAX_PRETRAINED_DIR"
-OFFICIAL_URL = "https://github.com/visinf/n3net (see README, 'Official weights')"
-
 
 def knn_patch_denoise(noisy: jax.Array, sigma: float, *, k: int = 16, patch_size: int = 8,
                       stride: int = 2, window: int = 15, temperature_scale: float = 0.5
@@ -58,35 +57,34 @@ def knn_patch_denoise(noisy: jax.Array, sigma: float, *, k: int = 16, patch_size
   return ops.crop_patch_padding(out, *noisy.shape, patch_size, stride)[0, :, :, 0]
 
 
-def _find_official(sigma: float, pretrained_dir: str | None) -> str | None:
-  d = pretrained_dir or os.environ.get(PRETRAINED_ENV) or os.path.join(
-      images.repo_shared_dir(), "pretrained")
-  path = os.path.join(d, f"n3net_gauss_sigma{int(sigma)}.t7")
-  return path if os.path.isfile(path) else None
-
-
 def _load_image(path: str | None):
   if path:
     return os.path.basename(path), images.load_gray(path)
   root = images.default_data_root()
   if root and os.path.isfile(os.path.join(root, "Set12", "01.png")):
     return "Set12/01.png", images.load_gray(os.path.join(root, "Set12", "01.png"))
-  name, img = images.builtin_gray_images()[0]
+  try:
+    name, img = images.builtin_gray_images()[0]
+  except ImportError:
+    raise SystemExit("error: the demo's sample photo comes with scikit-image: "
+                     "pip install 'n3jax[data]', or pass --image FILE") from None
   return f"skimage.data.{name}", img
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m n3jax.demo", description=__doc__,
+  p = argparse.ArgumentParser(prog="n3jax-demo", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--image", help="gray or RGB image file (default: Set12/01.png or camera)")
   p.add_argument("--sigma", type=float, default=25.0, help="noise level, 0-255 scale")
-  p.add_argument("--checkpoint", help="n3jax model directory (python -m n3jax.convert)")
+  p.add_argument("--checkpoint", help="n3jax model directory (n3jax-convert, train.py)")
   p.add_argument("--pretrained-dir", help=f"folder with the official .t7 files "
-                 f"(default ${PRETRAINED_ENV} or ../shared/pretrained)")
+                 f"(default ${pretrained.PRETRAINED_ENV} or ../shared/pretrained)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default="n3jax_demo.png", help="clean | noisy | denoised, as PNG")
   args = p.parse_args(argv)
 
+  if args.image and os.path.exists(args.out) and os.path.samefile(args.image, args.out):
+    p.error(f"--out {args.out} is the input image (never overwritten)")
   name, clean = _load_image(args.image)
   # The same noise as eval.py gives this file (key folded from the seed and the name).
   key = image_key(args.seed, os.path.basename(name))
@@ -96,13 +94,17 @@ def main(argv=None) -> int:
     from n3jax.checkpoint import load_model
     model, variables, _ = load_model(args.checkpoint)
     method = f"N³Net ({args.checkpoint})"
-  elif (official := _find_official(args.sigma, args.pretrained_dir)):
+  elif (installed := pretrained.installed_denoisers().get(args.sigma)):
+    from n3jax.checkpoint import load_model
+    model, variables, _ = load_model(installed)
+    method = f"N³Net ({installed})"
+  elif (official := pretrained.official_files(args.pretrained_dir).get(args.sigma)):
     from n3jax.convert import convert_official
     from n3jax.nn import create_model
     variables, _ = convert_official(official)
     model, method = create_model("n3net"), f"N³Net (official weights {os.path.basename(official)})"
   else:
-    print(f"No official N³Net weights for σ={args.sigma:g} found; get them from {OFFICIAL_URL}.\n"
+    print(f"No N³Net weights for σ={args.sigma:g}: {pretrained.how_to_get_weights()}\n"
           "Running the training-free soft-kNN patch denoiser from n3jax.ops instead.")
     method = "soft-kNN patch averaging (n3jax.ops, no training)"
   print(f"image {name} {clean.shape[1]}x{clean.shape[0]}, σ={args.sigma:g}: {method}")
@@ -120,10 +122,17 @@ def main(argv=None) -> int:
   print(f"PSNR noisy {p_noisy:.2f} dB -> denoised {p_pred:.2f} dB "
         f"(SSIM {metrics.ssim(np.asarray(pred), clean):.4f}; {seconds:.1f} s incl. compile)")
   panel = np.concatenate([clean, np.asarray(noisy), np.asarray(pred)], axis=1)
-  Image.fromarray((np.clip(panel, 0, 1) * 255 + 0.5).astype(np.uint8)).save(args.out)
+  with atomic_file(args.out, overwrite=True) as tmp:
+    Image.fromarray((np.clip(panel, 0, 1) * 255 + 0.5).astype(np.uint8)).save(
+        tmp, format=Image.registered_extensions().get(os.path.splitext(args.out)[1].lower(), "PNG"))
   print(f"wrote {args.out} (clean | noisy | denoised)")
   return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console-script entry point (exits)."""
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  run()

@@ -213,3 +213,30 @@ def test_cli_reports_a_hostile_file_as_an_error(tmp_path, capsys):
   assert main([str(path), "--out", str(tmp_path / "out")]) == 1
   assert "refusing to load global" in capsys.readouterr().err
   assert not (tmp_path / "out").exists()
+
+
+def test_install_puts_the_model_where_the_cli_finds_it_and_keeps_what_exists(
+    official_sigma25, tmp_path, monkeypatch, capsys):
+  from n3jax import pretrained
+  from n3jax.convert.__main__ import main
+  monkeypatch.setenv(pretrained.MODEL_DIR_ENV, str(tmp_path / "models"))
+  assert main([official_sigma25, "--install"]) == 0
+  target = tmp_path / "models" / "n3net-gauss-sigma25"
+  assert pretrained.installed_denoisers() == {25.0: str(target)}
+  # A second install, or --out into a folder with the user's files, changes nothing.
+  stamp = (target / "model.json").stat().st_mtime_ns
+  assert main([official_sigma25, "--install"]) == 1
+  assert "--overwrite" in capsys.readouterr().err
+  assert (target / "model.json").stat().st_mtime_ns == stamp
+  mine = tmp_path / "mine"
+  mine.mkdir()
+  (mine / "notes.txt").write_text("keep me")
+  assert main([official_sigma25, "--out", str(mine)]) == 1
+  assert sorted(os.listdir(mine)) == ["notes.txt"]
+  # --overwrite replaces the folder as a whole, leaving no temporary folders behind.
+  assert main([official_sigma25, "--out", str(mine), "--overwrite"]) == 0
+  assert sorted(os.listdir(mine)) == ["model.json", "variables"]
+  assert sorted(os.listdir(tmp_path)) == ["mine", "models"]
+  # σ must be known to install; an explicit --sigma may not contradict the checksum.
+  assert main([official_sigma25, "--install", "--sigma", "50"]) == 1
+  assert "official σ=25" in capsys.readouterr().err

@@ -86,3 +86,24 @@ def test_restore_with_official_weights_equals_untiled_inference():
   ref = model.apply(variables, x[None, :, :, None])[0, :, :, 0]
   got = infer.restore(model, variables, x, tile=96)
   np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=0, atol=1e-5)
+
+
+def test_restore_large_equals_untiled_inference_and_needs_the_network_halo(monkeypatch):
+  """Whole-network blocks (halo 51 px for n3net_tiny) give the untiled output; half the
+  halo does not: the blocks' borders would show."""
+  model = create_model("n3net_tiny")
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)))
+  x = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (203, 157)))
+  ref = np.asarray(model.apply(variables, x[None, :, :, None]))[0, :, :, 0]
+  seen = []
+  got = infer.restore_large(model, variables, x, block=60, tile=40,
+                            progress=lambda done, total: seen.append((done, total)))
+  assert got.shape == x.shape and seen == [(n, 16) for n in range(1, 17)]  # 4 x 4 blocks
+  np.testing.assert_allclose(got, ref, atol=1e-5)
+  halo, align = infer.network_geometry(model)
+  assert (halo, align) == (51, 5)
+  monkeypatch.setattr(infer, "network_geometry", lambda m: (halo // 2, align))
+  short = infer.restore_large(model, variables, x, block=60, tile=40)
+  assert np.abs(short - ref).max() > 1e-4
+  with pytest.raises(TypeError, match="float"):
+    infer.restore_large(model, variables, (x * 255).astype(np.uint8))

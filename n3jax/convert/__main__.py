@@ -1,29 +1,76 @@
-"""``python -m n3jax.convert n3net_gauss_sigma25.t7 --out DIR``: official weights → n3jax."""
+"""``n3jax-convert FILE (--out DIR | --install)``: official N³Net weights → an n3jax model.
+
+  n3jax-convert 051_ckpt.t7 --install          # into the per-user model folder
+  n3jax-convert n3net_gauss_sigma25.t7 --out ckpt/sigma25
+
+The file is the authors' legacy PyTorch checkpoint (``.t7``); it is parsed without
+PyTorch and without running any code from it. σ is recognised from its sha256 (or a
+``sigma25`` in its path, or ``--sigma``). ``--install`` writes to
+``$N3JAX_MODEL_DIR`` (default ``~/.local/share/n3jax/models``) as ``n3net-gauss-sigma25``,
+where ``n3jax-denoise``, the demo and the notebook find it. An existing non-empty
+destination is kept unless ``--overwrite`` is given; the model is written atomically.
+"""
 
 import argparse
+import os
 import sys
 
+from n3jax import pretrained
+from n3jax.atomic import OutputExistsError
 from n3jax.checkpoint import save_model
 from n3jax.convert.n3net import convert_official
 from n3jax.convert.torch_legacy import CorruptCheckpointError, UnsafeCheckpointError
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m n3jax.convert", description=__doc__)
+  parser = argparse.ArgumentParser(prog="n3jax-convert", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("checkpoint", help="official N³Net file (legacy PyTorch format, .t7)")
-  parser.add_argument("--out", required=True, help="directory to write the n3jax model to")
+  where = parser.add_mutually_exclusive_group(required=True)
+  where.add_argument("--out", help="directory to write the n3jax model to")
+  where.add_argument("--install", action="store_true",
+                     help=f"write to the model folder ({pretrained.model_dir()})")
+  parser.add_argument("--sigma", type=float,
+                      help="noise level the weights were trained for, when the file does not tell")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace an existing non-empty destination")
   args = parser.parse_args(argv)
   try:
     variables, metadata = convert_official(args.checkpoint)
   except (UnsafeCheckpointError, CorruptCheckpointError, ValueError, OSError) as e:
+    print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
+    return 1
+  if args.sigma is not None:
+    if metadata["sigma"] is not None and float(metadata["sigma"]) != args.sigma:
+      print(f"error: {args.checkpoint} is the official σ={metadata['sigma']} checkpoint, "
+            f"not σ={args.sigma:g}", file=sys.stderr)
+      return 1
+    metadata["sigma"] = args.sigma
+  metadata["task"] = "denoise"
+  if args.install:
+    if metadata["sigma"] is None:
+      print(f"error: cannot tell which σ {args.checkpoint} was trained for; pass --sigma",
+            file=sys.stderr)
+      return 1
+    out = os.path.join(pretrained.model_dir(), pretrained.installed_name(float(metadata["sigma"])))
+  else:
+    out = args.out
+  try:
+    save_model(out, variables, name="n3net", metadata=metadata, overwrite=args.overwrite)
+  except OutputExistsError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  save_model(args.out, variables, name="n3net", metadata=metadata)
   if not metadata["official"]:
     print("warning: sha256 does not match any official N³Net checkpoint", file=sys.stderr)
-  print(f"wrote {args.out} (model n3net, sigma={metadata['sigma']}, sha256 {metadata['sha256'][:12]}…)")
+  print(f"wrote {out} (model n3net, sigma={metadata['sigma']}, "
+        f"sha256 {metadata['sha256'][:12]}…)")
   return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console-script entry point (exits)."""
   sys.exit(main())
+
+
+if __name__ == "__main__":
+  run()

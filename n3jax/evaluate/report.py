@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Dict, Sequence
 
 import numpy as np
+
+from n3jax.atomic import atomic_file
 
 
 def summarize(entry: Dict[str, Any], keys: Sequence[str]) -> None:
@@ -19,7 +20,5 @@ def summarize(entry: Dict[str, Any], keys: Sequence[str]) -> None:
 
 def write_json(path: str, obj: Any) -> None:
   """Writes ``obj`` as JSON via a temporary file, so a reader never sees half a file."""
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
+  with atomic_file(path, overwrite=True) as tmp, open(tmp, "w") as f:
     json.dump(obj, f, indent=2)
-  os.replace(tmp, path)

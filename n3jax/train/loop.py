@@ -342,9 +342,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   final = unreplicate(p_state)
   summary["step"] = int(final.step)
   # Every process takes part (orbax synchronizes them); the files are the same.
+  # The run's own export: replaced whenever the run ends again.
   model_io.save_model(os.path.join(workdir, MODEL_DIR),
                       {"params": final.params, "batch_stats": final.batch_stats},
-                      name=config.model.name, kwargs=dict(config.model.kwargs),
+                      name=config.model.name, kwargs=dict(config.model.kwargs), overwrite=True,
                       metadata={**({"scales": list(config.scales)} if task == "sisr" else
                                    {"sigma": config.sigma}),
                                 "task": task, "step": int(final.step),

@@ -1,0 +1,234 @@
+"""Reading and writing a user's image files at the bit depth they are stored in.
+
+What :func:`read_picture` returns, for each kind of file:
+
+* 8-bit gray / RGB / gray+alpha / RGBA (PNG, JPEG, TIFF, BMP, WebP): ``uint8`` samples.
+* 16-bit gray or colour PNG and TIFF: ``uint16`` samples (the file's bit depth decides
+  the scale, never its largest value: a 16-bit file whose values are all ≤ 255 is a
+  very dark 16-bit image).
+* 32-bit float TIFF: ``float32`` samples as stored (expected in [0, 1]).
+* Palette images become RGB (RGBA when the palette has transparency), bilevel images
+  8-bit gray, CMYK and YCbCr images RGB; such files are written back in the converted
+  mode (a palette cannot hold denoised values).
+
+The EXIF orientation is applied, so samples are in display orientation (and written
+without an orientation tag). :func:`write_picture` writes samples of the same kind back
+in the format its file name asks for, atomically and without replacing an existing file
+unless told to. Pillow reads and writes everything it holds exactly; 16-bit colour,
+which Pillow reduces to 8 bits, goes through ``tifffile`` (TIFF) or ``pypng`` (PNG).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from n3jax.atomic import atomic_file
+
+EXIF_ORIENTATION = 274  # EXIF / TIFF tag
+JPEG_QUALITY = 95  # of written JPEGs (4:4:4, no chroma subsampling)
+# What Pillow decodes exactly: mode → channels (8-bit unless noted).
+EXACT_MODES = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4, "I;16": 1, "I;16B": 1, "I;16L": 1, "F": 1}
+# Modes converted on reading, and what they become.
+CONVERTED_MODES = {"P": None, "PA": "RGBA", "1": "L", "CMYK": "RGB", "YCbCr": "RGB",
+                   "LAB": "RGB", "HSV": "RGB", "La": "LA", "RGBa": "RGBA", "RGBX": "RGB"}
+
+
+class ImageFileError(ValueError):
+  """A file that cannot be read or written as an image; the message names the file."""
+
+
+@dataclasses.dataclass
+class Picture:
+  """An image as stored in its file, in display orientation.
+
+  Attributes:
+    samples: ``[H, W, C]``, ``uint8``, ``uint16`` or ``float32``; ``C`` is 1 (gray),
+      2 (gray + alpha), 3 (RGB) or 4 (RGBA).
+    format: the file format, e.g. ``"PNG"``, ``"JPEG"``, ``"TIFF"``.
+    note: conversions made on reading (e.g. ``"palette → RGB"``), or ``""``.
+    icc_profile: the embedded colour profile, written back where the format allows.
+  """
+  samples: np.ndarray
+  format: str
+  note: str = ""
+  icc_profile: Optional[bytes] = None
+
+  @property
+  def has_alpha(self) -> bool:
+    return self.samples.shape[-1] in (2, 4)
+
+  @property
+  def color(self) -> np.ndarray:
+    """The colour (or gray) channels, without alpha: ``[H, W, 1 or 3]``."""
+    return self.samples[..., :3] if self.samples.shape[-1] >= 3 else self.samples[..., :1]
+
+  @property
+  def bit_depth(self) -> Optional[int]:
+    """8 or 16 for integer samples, ``None`` for float."""
+    return None if self.samples.dtype.kind == "f" else 8 * self.samples.dtype.itemsize
+
+
+def orient(samples: np.ndarray, orientation: int) -> np.ndarray:
+  """Applies an EXIF orientation (1–8) to ``[H, W, ...]`` samples: stored → displayed."""
+  ops = {1: lambda a: a,
+         2: lambda a: a[:, ::-1],
+         3: lambda a: a[::-1, ::-1],
+         4: lambda a: a[::-1],
+         5: lambda a: np.swapaxes(a, 0, 1),
+         6: lambda a: np.rot90(a, -1),
+         7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+         8: lambda a: np.rot90(a, 1)}
+  return np.ascontiguousarray(ops.get(orientation, ops[1])(samples))
+
+
+def to_unit(samples: np.ndarray) -> np.ndarray:
+  """Integer samples → float32 in [0, 1] by their bit depth; float samples unchanged."""
+  if samples.dtype.kind == "f":
+    return samples.astype(np.float32)
+  return samples.astype(np.float32) / np.float32(np.iinfo(samples.dtype).max)
+
+
+def from_unit(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+  """Inverse of :func:`to_unit`: rounds and clips to ``dtype``'s range (floats unchanged)."""
+  dtype = np.dtype(dtype)
+  if dtype.kind == "f":
+    return x.astype(dtype)
+  top = np.iinfo(dtype).max
+  return np.clip(np.rint(np.asarray(x, np.float64) * top), 0, top).astype(dtype)
+
+
+def _raw_mode_has_16(im: Image.Image) -> bool:
+  """Whether the file stores 16-bit samples (read before the image is loaded)."""
+  raw = im.tile[0].args if im.tile else None
+  raw = raw[0] if isinstance(raw, tuple) else raw
+  return isinstance(raw, str) and "16" in raw
+
+
+def _is_16bit_colour(im: Image.Image) -> bool:
+  """Pillow opens 16-bit colour (and gray + alpha) PNG/TIFF as 8 bits; the raw mode tells."""
+  return im.mode in ("LA", "RGB", "RGBA") and _raw_mode_has_16(im)
+
+
+def _read_16bit_colour(path: str, fmt: str) -> np.ndarray:
+  if fmt == "TIFF":
+    import tifffile
+    try:
+      arr = tifffile.imread(path)
+    except ValueError as e:  # e.g. LZW without the optional imagecodecs
+      raise ImageFileError(f"{path}: 16-bit colour TIFF: {e}") from e
+  else:
+    import png
+    width, height, rows, info = png.Reader(filename=path).asDirect()
+    planes = info["planes"]
+    arr = np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(height, width, planes)
+  if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] not in (2, 3, 4):
+    raise ImageFileError(f"{path}: unsupported 16-bit layout {arr.dtype} {arr.shape}")
+  return arr
+
+
+def read_picture(path: str | os.PathLike) -> Picture:
+  """Reads an image file at its own bit depth, in display orientation (see module doc).
+
+  Raises:
+    ImageFileError: missing, unreadable, corrupt or unsupported files (the message names
+      the file and says why).
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise ImageFileError(f"{path}: no such file")
+  try:
+    with Image.open(path) as im:
+      fmt = im.format or "?"
+      # The raw mode is only known before getexif(), which loads PNGs.
+      sixteen_bit_colour, int16 = _is_16bit_colour(im), _raw_mode_has_16(im)
+      orientation = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
+      icc = im.info.get("icc_profile")
+      note = ""
+      if sixteen_bit_colour:
+        samples = _read_16bit_colour(path, fmt)
+      else:
+        im.load()
+        mode = im.mode
+        if mode == "P":
+          target = "RGBA" if "transparency" in im.info else "RGB"
+          im, note = im.convert(target), f"palette → {target}"
+        elif mode in CONVERTED_MODES:
+          im, note = im.convert(CONVERTED_MODES[mode]), f"{mode} → {CONVERTED_MODES[mode]}"
+        elif mode == "I" and int16:
+          im = im.convert("I;16")
+        elif mode not in EXACT_MODES:
+          raise ImageFileError(f"{path}: unsupported image mode {mode!r}")
+        samples = np.asarray(im)
+        if im.mode.startswith("I;16"):
+          samples = samples.astype(np.uint16)
+        if samples.ndim == 2:
+          samples = samples[:, :, None]
+  except ImageFileError:
+    raise
+  except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError) as e:
+    raise ImageFileError(f"{path}: not a readable image ({e})") from e
+  if samples.dtype == np.float64:
+    samples = samples.astype(np.float32)
+  return Picture(orient(samples, orientation), fmt, note, icc)
+
+
+def write_picture(path: str | os.PathLike, picture: Picture, *, overwrite: bool = False,
+                  jpeg_quality: int = JPEG_QUALITY) -> None:
+  """Writes ``picture.samples`` to ``path`` in the format of its extension, atomically.
+
+  Raises:
+    n3jax.atomic.OutputExistsError: ``path`` exists and ``overwrite`` is False.
+    ImageFileError: the format cannot hold these samples (e.g. 16-bit in a JPEG).
+  """
+  path = os.fspath(path)
+  samples = picture.samples
+  ext = os.path.splitext(path)[1].lower()
+  channels = samples.shape[-1]
+  if samples.dtype == np.uint16 and channels > 1 and ext not in (".png", ".tif", ".tiff"):
+    raise ImageFileError(f"{path}: 16-bit colour can only be written as PNG or TIFF")
+  with atomic_file(path, overwrite=overwrite) as tmp:
+    try:
+      if samples.dtype == np.uint16 and channels > 1 and ext == ".png":
+        import png
+        writer = png.Writer(samples.shape[1], samples.shape[0], greyscale=channels == 2,
+                            alpha=channels in (2, 4), bitdepth=16)
+        with open(tmp, "wb") as f:
+          writer.write(f, samples.reshape(samples.shape[0], -1))
+      elif samples.dtype == np.uint16 and channels > 1:
+        import tifffile
+        tifffile.imwrite(tmp, samples, photometric="rgb" if channels >= 3 else "minisblack",
+                         extrasamples=("unassalpha",) if channels in (2, 4) else None,
+                         compression="zlib")
+      else:
+        _write_with_pillow(tmp, ext, samples, picture, jpeg_quality)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise ImageFileError(f"{path}: cannot write this image ({e})") from e
+
+
+def _write_with_pillow(tmp: str, ext: str, samples: np.ndarray, picture: Picture,
+                       jpeg_quality: int) -> None:
+  channels = samples.shape[-1]
+  if samples.dtype == np.uint16:
+    im = Image.fromarray(samples[..., 0])  # mode I;16
+  elif samples.dtype == np.float32:
+    if channels != 1 or ext not in (".tif", ".tiff"):
+      raise ImageFileError("float samples can only be written as a gray TIFF")
+    im = Image.fromarray(samples[..., 0])
+  else:
+    im = Image.fromarray(samples[..., 0] if channels == 1 else samples)
+  fmt = Image.registered_extensions().get(ext)
+  if fmt is None:
+    raise ImageFileError(f"unknown image format for extension {ext!r}")
+  options = {}
+  if picture.icc_profile and fmt in ("PNG", "JPEG", "TIFF", "WEBP"):
+    options["icc_profile"] = picture.icc_profile
+  if fmt == "JPEG":
+    if channels in (2, 4):
+      raise ImageFileError("JPEG cannot hold an alpha channel; write PNG or TIFF")
+    options.update(quality=jpeg_quality, subsampling=0)
+  im.save(tmp, format=fmt, **options)

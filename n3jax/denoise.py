@@ -1,0 +1,224 @@
+"""``n3jax-denoise IMAGE...``: remove Gaussian noise from your images with N³Net.
+
+  n3jax-denoise photo.jpg                     # σ estimated, photo_denoised.jpg beside it
+  n3jax-denoise scans/*.tif --sigma 25 --out clean/
+  python -m n3jax.denoise a.png b.png --checkpoint runs/n3net/model --overwrite
+
+Models: ``--checkpoint DIR`` (a model folder from n3jax-convert or train.py), else the
+installed ones (``n3jax-convert FILE --install``, in ``$N3JAX_MODEL_DIR``), else official
+``.t7`` files in ``$N3JAX_PRETRAINED_DIR``. ``--sigma`` is the noise level on the 0-255
+scale; ``auto`` (the default) estimates it per image and prints it. Either way the model
+trained for the nearest available σ is used.
+
+Images: PNG, JPEG, TIFF (also BMP, WebP) of any size, 8 or 16 bits (and float TIFF),
+written back with the same bit depth and format as ``NAME_denoised.EXT``. The official
+models are gray: a colour image is denoised channel by channel (independent Gaussian noise
+per channel is what the model was trained for); an alpha channel is kept as it is.
+Palette images are written as RGB(A). The EXIF orientation is applied. Large images are
+processed in overlapping blocks (exact, memory bounded by ``--block``).
+
+Nothing is overwritten without ``--overwrite``, and an input never. A file that fails
+gets a one-line error and the others are still processed; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from n3jax import infer, pretrained
+from n3jax.atomic import OutputExistsError
+from n3jax.data import imagefile
+from n3jax.data.noise import estimate_sigma
+
+SUFFIX = "_denoised"
+# Below this fraction of the model's σ, an image looks too clean for it (oversmoothing).
+TOO_CLEAN = 0.5
+
+
+class Models:
+  """The available denoisers by σ, loaded on first use."""
+
+  def __init__(self, checkpoint: Optional[str]):
+    self._loaded: Dict[float, Tuple[Any, Any]] = {}
+    self.sources: Dict[float, Tuple[str, str]] = {}  # σ → (kind, path)
+    if checkpoint:
+      from n3jax.checkpoint import load_model
+      model, variables, meta = load_model(checkpoint)
+      sigma = float(meta.get("sigma") or 0.0)
+      self._loaded[sigma] = (model, variables)
+      self.sources[sigma] = ("checkpoint", checkpoint)
+      return
+    for sigma, path in pretrained.official_files().items():
+      self.sources[sigma] = ("official", path)
+    for sigma, path in pretrained.installed_denoisers().items():
+      self.sources[sigma] = ("installed", path)
+
+  def pick(self, sigma: float) -> float:
+    return pretrained.nearest(sigma, self.sources)
+
+  def get(self, sigma: float):
+    if sigma not in self._loaded:
+      kind, path = self.sources[sigma]
+      if kind == "official":
+        from n3jax.convert import convert_official
+        from n3jax.nn import create_model
+        variables, _ = convert_official(path)
+        self._loaded[sigma] = (create_model("n3net"), variables)
+      else:
+        from n3jax.checkpoint import load_model
+        model, variables, _ = load_model(path)
+        self._loaded[sigma] = (model, variables)
+    return self._loaded[sigma]
+
+
+def output_path(path: str, out_dir: Optional[str]) -> str:
+  """``DIR/NAME_denoised.EXT`` (``DIR``: ``out_dir`` or the input's folder)."""
+  stem, ext = os.path.splitext(os.path.basename(path))
+  return os.path.join(out_dir or os.path.dirname(os.path.abspath(path)), stem + SUFFIX + ext)
+
+
+def _same_file(a: str, b: str) -> bool:
+  try:
+    return os.path.samefile(a, b)
+  except OSError:
+    return os.path.abspath(a) == os.path.abspath(b)
+
+
+def denoise_picture(picture: imagefile.Picture, models: Models, sigma: Optional[float], *,
+                    block: int, tile: int, progress=None) -> Tuple[imagefile.Picture, str]:
+  """Denoises the colour channels of ``picture`` (alpha kept); returns it and a report."""
+  color = imagefile.to_unit(picture.color)
+  if not np.isfinite(color).all():
+    raise ValueError("the image holds NaN or infinite values")
+  notes = []
+  if sigma is None:
+    estimate = float(np.mean([estimate_sigma(color[..., c]) for c in range(color.shape[-1])]))
+    notes.append(f"estimated σ={estimate:.1f}")
+    request = estimate
+  else:
+    request = sigma
+  chosen = models.pick(request)
+  if models.sources[chosen][0] != "checkpoint" and request < TOO_CLEAN * chosen:
+    notes.append(f"looks cleaner than the σ={chosen:g} model expects; it may oversmooth")
+  model, variables = models.get(chosen)
+  channels = color.shape[-1]
+  out = np.empty_like(color)
+  for c in range(channels):
+    def step(done, total, c=c):
+      if progress is not None:
+        progress(c * total + done, channels * total)
+    out[..., c] = infer.restore_large(model, variables, color[..., c], block=block, tile=tile,
+                                      progress=step)
+  samples = imagefile.from_unit(out, picture.samples.dtype)
+  if picture.has_alpha:
+    samples = np.concatenate([samples, picture.samples[..., -1:]], axis=-1)
+  kind, path = models.sources[chosen]
+  notes.insert(0, f"model {path}" if kind == "checkpoint" else f"{kind} σ={chosen:g} model")
+  return imagefile.Picture(samples, picture.format, picture.note, picture.icc_profile), ", ".join(notes)
+
+
+def parse_sigma(text: str) -> Optional[float]:
+  """``"auto"`` → None; otherwise a positive, finite number."""
+  if text.strip().lower() == "auto":
+    return None
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"--sigma must be a number or 'auto', got {text!r}")
+  if not (np.isfinite(value) and value > 0):
+    raise argparse.ArgumentTypeError(f"--sigma must be > 0 (0-255 scale), got {text}")
+  return value
+
+
+def _positive(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+  return value
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog="n3jax-denoise", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+  parser.add_argument("--sigma", type=parse_sigma, default=None, metavar="SIGMA|auto",
+                      help="noise level on the 0-255 scale, or auto (default)")
+  parser.add_argument("--checkpoint", metavar="DIR", help="n3jax model folder to use")
+  parser.add_argument("--out", metavar="DIR", help="output folder (default: beside each input)")
+  parser.add_argument("--tile", type=_positive, default=infer.DEFAULT_TILE,
+                      help=f"stage tile side in pixels (default {infer.DEFAULT_TILE})")
+  parser.add_argument("--block", type=_positive, default=infer.DEFAULT_BLOCK,
+                      help=f"block side bounding memory (default {infer.DEFAULT_BLOCK})")
+  parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+  parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+  parser.add_argument("--debug", action="store_true", help="full tracebacks on errors")
+  args = parser.parse_args(argv)
+
+  from tqdm import tqdm
+
+  try:
+    models = Models(args.checkpoint)
+  except (OSError, ValueError, KeyError) as e:
+    print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
+    return 2
+  if not models.sources:
+    print(f"error: {pretrained.how_to_get_weights()}", file=sys.stderr)
+    return 2
+  if args.out:
+    os.makedirs(args.out, exist_ok=True)
+
+  failures = 0
+  quiet = args.no_progress
+  files = tqdm(args.images, desc="images", unit="image", disable=quiet or len(args.images) < 2)
+  for path in files:
+    start = time.perf_counter()
+    target = output_path(path, args.out)
+    blocks = tqdm(total=1, desc=os.path.basename(path), unit="block", leave=False, disable=quiet)
+
+    def progress(done, total):
+      blocks.total = total
+      blocks.n = done
+      blocks.refresh()
+
+    try:
+      if any(_same_file(target, p) for p in args.images if os.path.exists(p)):
+        raise OutputExistsError(f"{target} is an input (never overwritten)")
+      if os.path.lexists(target) and not args.overwrite:
+        raise OutputExistsError(f"{target} exists (pass --overwrite to replace it)")
+      picture = imagefile.read_picture(path)
+      result, report = denoise_picture(picture, models, args.sigma, block=args.block,
+                                       tile=args.tile, progress=progress)
+      imagefile.write_picture(target, result, overwrite=args.overwrite)
+      h, w, c = picture.samples.shape
+      depth = picture.bit_depth or "float"
+      tqdm.write(f"{path} → {target} ({w}x{h}, {c} channel{'s' * (c > 1)}, {depth} bit"
+                 f"{', ' + picture.note if picture.note else ''}; {report}; "
+                 f"{time.perf_counter() - start:.1f} s)")
+    except Exception as e:  # one line per failed file; the others go on
+      failures += 1
+      if args.debug:
+        traceback.print_exc()
+      message = str(e).replace("\n", " ")
+      print(f"error: {path}: {message}" if path not in message else f"error: {message}",
+            file=sys.stderr)
+    finally:
+      blocks.close()
+  if failures:
+    print(f"{failures} of {len(args.images)} images failed", file=sys.stderr)
+  return 1 if failures else 0
+
+
+def run() -> None:
+  """Console-script entry point (exits)."""
+  sys.exit(main())
+
+
+if __name__ == "__main__":
+  run()

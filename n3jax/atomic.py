@@ -48,6 +48,8 @@ def atomic_file(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator
   if not overwrite and os.path.lexists(path):
     raise OutputExistsError(f"{path} exists (not overwritten)")
   tmp = _temp_name(path, os.path.splitext(path)[1])
+  if overwrite and os.path.isfile(path):
+    os.chmod(tmp, os.stat(path).st_mode & 0o7777)  # replacing keeps the file's permissions
   try:
     yield tmp
     if overwrite:
@@ -96,7 +98,10 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
       os.replace(path, old)
     os.replace(tmp, path)
     if old is not None:
-      shutil.rmtree(old) if os.path.isdir(old) else os.unlink(old)
+      if os.path.isdir(old) and not os.path.islink(old):
+        shutil.rmtree(old)
+      else:
+        os.unlink(old)  # a file, or a link (its target is left alone)
   finally:
     if os.path.isdir(tmp):
       shutil.rmtree(tmp)

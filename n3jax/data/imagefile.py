@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zlib
 from typing import Optional
 
 import numpy as np
@@ -102,33 +103,57 @@ def from_unit(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
   return np.clip(np.rint(np.asarray(x, np.float64) * top), 0, top).astype(dtype)
 
 
-def _raw_mode_has_16(im: Image.Image) -> bool:
-  """Whether the file stores 16-bit samples (read before the image is loaded)."""
+# Raw modes of unsigned 16-bit gray samples (signed ones are not supported).
+UNSIGNED_16 = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _raw_mode(im: Image.Image) -> str:
+  """How the file stores its samples (only known before the image is loaded)."""
   raw = im.tile[0].args if im.tile else None
   raw = raw[0] if isinstance(raw, tuple) else raw
-  return isinstance(raw, str) and "16" in raw
+  return raw if isinstance(raw, str) else ""
 
 
-def _is_16bit_colour(im: Image.Image) -> bool:
-  """Pillow opens 16-bit colour (and gray + alpha) PNG/TIFF as 8 bits; the raw mode tells."""
-  return im.mode in ("LA", "RGB", "RGBA") and _raw_mode_has_16(im)
+def _tiff_needs_tifffile(im: Image.Image) -> bool:
+  """TIFFs that Pillow would not decode exactly: more than 8 bits in several samples
+  (Pillow keeps 8), planar (channel-by-channel) layouts, signed integers."""
+  bits = im.tag_v2.get(258, (8,))
+  bits = bits if isinstance(bits, tuple) else (bits,)
+  planar = im.tag_v2.get(284, 1)
+  sample_format = im.tag_v2.get(339, (1,))
+  sample_format = sample_format if isinstance(sample_format, tuple) else (sample_format,)
+  return ((max(bits) > 8 and len(bits) > 1) or (planar == 2 and len(bits) > 1)
+          or 2 in sample_format)
 
 
-def _read_16bit_colour(path: str, fmt: str) -> np.ndarray:
-  if fmt == "TIFF":
-    import tifffile
-    try:
-      arr = tifffile.imread(path)
-    except ValueError as e:  # e.g. LZW without the optional imagecodecs
-      raise ImageFileError(f"{path}: 16-bit colour TIFF: {e}") from e
-  else:
-    import png
-    width, height, rows, info = png.Reader(filename=path).asDirect()
-    planes = info["planes"]
-    arr = np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(height, width, planes)
-  if arr.dtype != np.uint16 or arr.ndim != 3 or arr.shape[-1] not in (2, 3, 4):
-    raise ImageFileError(f"{path}: unsupported 16-bit layout {arr.dtype} {arr.shape}")
+def _read_with_tifffile(path: str) -> np.ndarray:
+  import tifffile
+  try:
+    with tifffile.TiffFile(path) as tif:
+      page = tif.pages[0]
+      arr = page.asarray()
+      if arr.ndim == 3 and page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
+        arr = np.moveaxis(arr, 0, -1)
+  except ValueError as e:  # e.g. LZW without the optional imagecodecs package
+    raise ImageFileError(f"{path}: cannot decode this TIFF ({e})") from e
+  if arr.dtype.kind == "i":
+    raise ImageFileError(f"{path}: signed integer samples ({arr.dtype}) are not supported; "
+                         "save as unsigned 8/16-bit or float")
+  if arr.dtype == np.float64:
+    arr = arr.astype(np.float32)
+  if arr.dtype not in (np.uint8, np.uint16, np.float32):
+    raise ImageFileError(f"{path}: unsupported TIFF samples {arr.dtype}")
+  arr = arr[:, :, None] if arr.ndim == 2 else arr
+  if arr.ndim != 3 or arr.shape[-1] > 4:
+    raise ImageFileError(f"{path}: unsupported TIFF layout {arr.shape}")
   return arr
+
+
+def _read_16bit_png(path: str) -> np.ndarray:
+  import png
+  width, height, rows, info = png.Reader(filename=path).asDirect()
+  return np.vstack([np.asarray(r, np.uint16) for r in rows]).reshape(
+      height, width, info["planes"])
 
 
 def read_picture(path: str | os.PathLike) -> Picture:
@@ -144,25 +169,30 @@ def read_picture(path: str | os.PathLike) -> Picture:
   try:
     with Image.open(path) as im:
       fmt = im.format or "?"
-      # The raw mode is only known before getexif(), which loads PNGs.
-      sixteen_bit_colour, int16 = _is_16bit_colour(im), _raw_mode_has_16(im)
+      raw = _raw_mode(im)  # before getexif(), which loads PNGs
+      other_reader = (_tiff_needs_tifffile(im) if fmt == "TIFF" else
+                      fmt == "PNG" and im.mode in ("LA", "RGB", "RGBA") and "16" in raw)
       orientation = int(im.getexif().get(EXIF_ORIENTATION, 1) or 1)
       icc = im.info.get("icc_profile")
       note = ""
-      if sixteen_bit_colour:
-        samples = _read_16bit_colour(path, fmt)
+      if other_reader:
+        samples = _read_with_tifffile(path) if fmt == "TIFF" else _read_16bit_png(path)
       else:
         im.load()
         mode = im.mode
-        if mode == "P":
-          target = "RGBA" if "transparency" in im.info else "RGB"
-          im, note = im.convert(target), f"palette → {target}"
+        if mode == "P" or (mode in ("L", "RGB") and "transparency" in im.info):
+          target = {"P": "RGBA", "L": "LA", "RGB": "RGBA"}[mode]
+          if mode == "P" and "transparency" not in im.info:
+            target = "RGB"
+          im, note = im.convert(target), ("palette" if mode == "P" else mode) + f" → {target}"
         elif mode in CONVERTED_MODES:
           im, note = im.convert(CONVERTED_MODES[mode]), f"{mode} → {CONVERTED_MODES[mode]}"
-        elif mode == "I" and int16:
+          if icc and mode not in ("1", "La", "RGBa", "RGBX", "PA"):
+            icc, note = None, note + ", colour profile dropped"  # it described the old mode
+        elif mode == "I" and raw in UNSIGNED_16:
           im = im.convert("I;16")
         elif mode not in EXACT_MODES:
-          raise ImageFileError(f"{path}: unsupported image mode {mode!r}")
+          raise ImageFileError(f"{path}: unsupported image mode {mode!r} (raw {raw!r})")
         samples = np.asarray(im)
         if im.mode.startswith("I;16"):
           samples = samples.astype(np.uint16)
@@ -177,58 +207,82 @@ def read_picture(path: str | os.PathLike) -> Picture:
   return Picture(orient(samples, orientation), fmt, note, icc)
 
 
+# What each output extension is written as; formats that cannot hold the samples exactly
+# (GIF's palette) are not offered. WebP is written lossless.
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF",
+                  ".tiff": "TIFF", ".bmp": "BMP", ".webp": "WEBP"}
+
+
+def check_writable(path: str, samples_dtype: Optional[np.dtype] = None,
+                   channels: Optional[int] = None) -> str:
+  """The format ``path`` would be written in; ``ImageFileError`` if it cannot hold the
+  samples (16-bit: PNG or TIFF; float: TIFF; alpha: not JPEG) or is not an image format."""
+  ext = os.path.splitext(path)[1].lower()
+  fmt = OUTPUT_FORMATS.get(ext)
+  if fmt is None:
+    raise ImageFileError(f"{path}: cannot write {ext or 'files without an extension'}; "
+                         f"use one of {', '.join(sorted(OUTPUT_FORMATS))}")
+  dtype = np.dtype(samples_dtype) if samples_dtype is not None else None
+  if dtype == np.uint16 and fmt not in ("PNG", "TIFF"):
+    raise ImageFileError(f"{path}: 16-bit samples can only be written as PNG or TIFF")
+  if dtype is not None and dtype.kind == "f" and fmt != "TIFF":
+    raise ImageFileError(f"{path}: float samples can only be written as TIFF")
+  if channels in (2, 4) and fmt == "JPEG":
+    raise ImageFileError(f"{path}: JPEG cannot hold an alpha channel; write PNG or TIFF")
+  return fmt
+
+
 def write_picture(path: str | os.PathLike, picture: Picture, *, overwrite: bool = False,
                   jpeg_quality: int = JPEG_QUALITY) -> None:
   """Writes ``picture.samples`` to ``path`` in the format of its extension, atomically.
 
   Raises:
     n3jax.atomic.OutputExistsError: ``path`` exists and ``overwrite`` is False.
-    ImageFileError: the format cannot hold these samples (e.g. 16-bit in a JPEG).
+    ImageFileError: the format cannot hold these samples (see :func:`check_writable`).
   """
   path = os.fspath(path)
   samples = picture.samples
-  ext = os.path.splitext(path)[1].lower()
   channels = samples.shape[-1]
-  if samples.dtype == np.uint16 and channels > 1 and ext not in (".png", ".tif", ".tiff"):
-    raise ImageFileError(f"{path}: 16-bit colour can only be written as PNG or TIFF")
+  fmt = check_writable(path, samples.dtype, channels)
   with atomic_file(path, overwrite=overwrite) as tmp:
     try:
-      if samples.dtype == np.uint16 and channels > 1 and ext == ".png":
-        import png
-        writer = png.Writer(samples.shape[1], samples.shape[0], greyscale=channels == 2,
-                            alpha=channels in (2, 4), bitdepth=16)
-        with open(tmp, "wb") as f:
-          writer.write(f, samples.reshape(samples.shape[0], -1))
-      elif samples.dtype == np.uint16 and channels > 1:
+      if samples.dtype == np.uint16 and channels > 1 and fmt == "PNG":
+        _write_16bit_png(tmp, samples, picture.icc_profile)
+      elif (samples.dtype == np.uint16 and channels > 1) or (
+          samples.dtype == np.float32 and channels > 1):
         import tifffile
         tifffile.imwrite(tmp, samples, photometric="rgb" if channels >= 3 else "minisblack",
                          extrasamples=("unassalpha",) if channels in (2, 4) else None,
-                         compression="zlib")
+                         compression="zlib", iccprofile=picture.icc_profile)
       else:
-        _write_with_pillow(tmp, ext, samples, picture, jpeg_quality)
+        _write_with_pillow(tmp, fmt, samples, picture, jpeg_quality)
     except (OSError, ValueError, KeyError, TypeError) as e:
       raise ImageFileError(f"{path}: cannot write this image ({e})") from e
 
 
-def _write_with_pillow(tmp: str, ext: str, samples: np.ndarray, picture: Picture,
+def _write_16bit_png(path: str, samples: np.ndarray, icc_profile: Optional[bytes]) -> None:
+  import png
+  channels = samples.shape[-1]
+  writer = png.Writer(samples.shape[1], samples.shape[0], greyscale=channels == 2,
+                      alpha=channels in (2, 4), bitdepth=16)
+  with open(path, "wb") as f:
+    writer.write(f, samples.reshape(samples.shape[0], -1))
+  if icc_profile:  # pypng writes no iCCP chunk: add it after IHDR
+    chunks = list(png.Reader(filename=path).chunks())
+    chunks.insert(1, (b"iCCP", b"ICC profile\0\0" + zlib.compress(icc_profile)))
+    with open(path, "wb") as f:
+      png.write_chunks(f, chunks)
+
+
+def _write_with_pillow(tmp: str, fmt: str, samples: np.ndarray, picture: Picture,
                        jpeg_quality: int) -> None:
   channels = samples.shape[-1]
-  if samples.dtype == np.uint16:
-    im = Image.fromarray(samples[..., 0])  # mode I;16
-  elif samples.dtype == np.float32:
-    if channels != 1 or ext not in (".tif", ".tiff"):
-      raise ImageFileError("float samples can only be written as a gray TIFF")
-    im = Image.fromarray(samples[..., 0])
-  else:
-    im = Image.fromarray(samples[..., 0] if channels == 1 else samples)
-  fmt = Image.registered_extensions().get(ext)
-  if fmt is None:
-    raise ImageFileError(f"unknown image format for extension {ext!r}")
+  im = Image.fromarray(samples[..., 0] if channels == 1 else samples)  # uint16 → I;16
   options = {}
   if picture.icc_profile and fmt in ("PNG", "JPEG", "TIFF", "WEBP"):
     options["icc_profile"] = picture.icc_profile
   if fmt == "JPEG":
-    if channels in (2, 4):
-      raise ImageFileError("JPEG cannot hold an alpha channel; write PNG or TIFF")
     options.update(quality=jpeg_quality, subsampling=0)
+  elif fmt == "WEBP":
+    options.update(lossless=True)
   im.save(tmp, format=fmt, **options)

@@ -119,8 +119,12 @@ def main(argv=None) -> int:
   seconds = time.perf_counter() - start
   p_noisy = float(metrics.psnr(noisy, jnp.asarray(clean)))
   p_pred = float(metrics.psnr(pred, jnp.asarray(clean)))
+  try:
+    ssim = f"SSIM {metrics.ssim(np.asarray(pred), clean):.4f}; "
+  except ImportError:  # SSIM comes from scikit-image (the data extra)
+    ssim = ""
   print(f"PSNR noisy {p_noisy:.2f} dB -> denoised {p_pred:.2f} dB "
-        f"(SSIM {metrics.ssim(np.asarray(pred), clean):.4f}; {seconds:.1f} s incl. compile)")
+        f"({ssim}{seconds:.1f} s incl. compile)")
   panel = np.concatenate([clean, np.asarray(noisy), np.asarray(pred)], axis=1)
   with atomic_file(args.out, overwrite=True) as tmp:
     Image.fromarray((np.clip(panel, 0, 1) * 255 + 0.5).astype(np.uint8)).save(

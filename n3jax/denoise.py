@@ -172,9 +172,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"error: {pretrained.how_to_get_weights()}", file=sys.stderr)
     return 2
   if args.out:
-    os.makedirs(args.out, exist_ok=True)
+    try:
+      os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+      print(f"error: --out {args.out}: {e.strerror or e}", file=sys.stderr)
+      return 2
 
   failures = 0
+  written = set()  # outputs of this run: a later input may not replace them
   quiet = args.no_progress
   files = tqdm(args.images, desc="images", unit="image", disable=quiet or len(args.images) < 2)
   for path in files:
@@ -190,12 +195,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
       if any(_same_file(target, p) for p in args.images if os.path.exists(p)):
         raise OutputExistsError(f"{target} is an input (never overwritten)")
+      if os.path.abspath(target) in written:
+        raise OutputExistsError(f"{target} was written from another input of this run")
       if os.path.lexists(target) and not args.overwrite:
         raise OutputExistsError(f"{target} exists (pass --overwrite to replace it)")
+      imagefile.check_writable(target)
       picture = imagefile.read_picture(path)
       result, report = denoise_picture(picture, models, args.sigma, block=args.block,
                                        tile=args.tile, progress=progress)
       imagefile.write_picture(target, result, overwrite=args.overwrite)
+      written.add(os.path.abspath(target))
       h, w, c = picture.samples.shape
       depth = picture.bit_depth or "float"
       tqdm.write(f"{path} → {target} ({w}x{h}, {c} channel{'s' * (c > 1)}, {depth} bit"

@@ -174,6 +174,28 @@ def network_geometry(model: nn.Module) -> Tuple[int, int]:
   return sum(h for h, _ in stages), math.lcm(*(a for _, a in stages))
 
 
+def runnable_size(model: nn.Module, height: int, width: int) -> Tuple[int, int]:
+  """The smallest ``(H, W) >= (height, width)`` the model runs on.
+
+  An N³ block needs sides of at least ``patch_size`` and ``k`` candidates per patch
+  besides the patch itself (a 20x20 image for the paper's N³Net); a DnCNN runs on any size.
+  """
+  if not isinstance(model, N3Net):
+    return height, width
+  from n3jax import ops
+  def fits(h, w):
+    p, s = model.patch_size, model.stride
+    return min(h, w) >= p and ops.num_candidates(
+        ops.grid_size(h, p, s), ops.grid_size(w, p, s), model.window) >= model.k
+  if fits(height, width):
+    return height, width
+  h, w = max(height, model.patch_size), max(width, model.patch_size)
+  if fits(h, w):
+    return h, w
+  side = model.patch_size + model.stride * (math.ceil(math.sqrt(model.k + 1)) - 1)
+  return max(h, side), max(w, side)
+
+
 def restore_large(model: nn.Module, variables: Mapping[str, Any], image: np.ndarray, *,
                   block: int = DEFAULT_BLOCK, tile: int = DEFAULT_TILE,
                   progress: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
@@ -188,7 +210,9 @@ def restore_large(model: nn.Module, variables: Mapping[str, Any], image: np.ndar
 
   Args:
     model, variables: as in :func:`restore`.
-    image: ``[H, W]`` or ``[H, W, C]`` float array (e.g. a noisy image in [0, 1]).
+    image: ``[H, W]`` or ``[H, W, C]`` float array (e.g. a noisy image in [0, 1]), of any
+      size: one too small for the N³ blocks (:func:`runnable_size`) is mirrored out to the
+      smallest runnable size and the result cropped.
     block: core block side in pixels. tile: :func:`restore`'s stage tile inside a block.
     progress: called as ``progress(done, total)`` after each block.
 
@@ -204,6 +228,11 @@ def restore_large(model: nn.Module, variables: Mapping[str, Any], image: np.ndar
   if block < 1:
     raise ValueError(f"block must be positive, got {block}")
   halo, align = network_geometry(model)
+  height, width = x.shape[:2]
+  padded = runnable_size(model, height, width)
+  if padded != (height, width):  # too small for the N³ blocks: mirror it out, crop after
+    pads = [(0, padded[0] - height), (0, padded[1] - width)] + [(0, 0)] * (x.ndim - 2)
+    x = np.pad(x, pads, mode="symmetric")
 
   def tiles(size):
     core = -(-size // -(-size // block))  # equal cores of at most `block`
@@ -218,8 +247,9 @@ def restore_large(model: nn.Module, variables: Mapping[str, Any], image: np.ndar
     out[cy:cy + k1, cx:cx + k2] = y[cy - ty:cy - ty + k1, cx - tx:cx - tx + k2]
     if progress is not None:
       progress(n + 1, len(rows) * len(cols))
-  return out
+  return out[:height, :width]
 
 
-__all__ = ["restore", "denoise", "restore_large", "stage_geometry", "network_geometry",
+__all__ = ["restore", "denoise", "restore_large", "runnable_size", "stage_geometry",
+           "network_geometry",
            "axis_tiles", "n3block_halo", "dncnn_halo", "DEFAULT_TILE", "DEFAULT_BLOCK"]

@@ -17,7 +17,7 @@ import json
 import os
 from typing import Dict, Iterable, Optional
 
-from n3jax.data.images import repo_shared_dir
+from n3jax.data.images import env_or_shared
 
 MODEL_DIR_ENV = "N3JAX_MODEL_DIR"
 PRETRAINED_ENV = "N3JAX_PRETRAINED_DIR"
@@ -66,11 +66,7 @@ def installed_denoisers(directory: Optional[str] = None) -> Dict[float, str]:
 
 def pretrained_dir() -> Optional[str]:
   """``$N3JAX_PRETRAINED_DIR``, else ``../shared/pretrained`` beside a checkout, if present."""
-  env = os.environ.get(PRETRAINED_ENV)
-  if env:
-    return env
-  candidate = os.path.join(repo_shared_dir(), "pretrained")
-  return candidate if os.path.isdir(candidate) else None
+  return env_or_shared(PRETRAINED_ENV, "pretrained")
 
 
 def official_files(directory: Optional[str] = None) -> Dict[float, str]:

@@ -108,3 +108,10 @@ def test_concrete_weights_take_any_leading_axes_and_per_item_keys_under_vmap():
   for w in (fn(logits[0, 0], keys[0]), fn(logits, keys[0]), jax.vmap(fn)(logits, keys)):
     assert w.shape[-2:] == (9, 3)
     np.testing.assert_allclose(np.asarray(w.sum(axis=-2)), 1.0, rtol=1e-5)
+
+
+def test_batched_ops_take_their_arrays_by_keyword_too():
+  img = _normal(40, (13, 11, 2))
+  by_name = ops.extract_patches(x=ops.pad_for_patches(img, 5, 3), patch_size=5, stride=3)
+  np.testing.assert_array_equal(np.asarray(by_name),
+                                np.asarray(ops.extract_patches(ops.pad_for_patches(img, 5, 3), 5, 3)))

@@ -48,6 +48,8 @@ def test_shipped_configs_resolve_by_name(tmp_path, monkeypatch):
   for arg in ("denoise", "denoise.py", "configs/denoise.py"):
     assert configs.resolve_config_arg(arg + ":smoke") == shipped + ":smoke"
   assert configs.resolve_config_arg("nonsense.py") == "nonsense.py"
+  (tmp_path / "configs" / "denoise").mkdir(parents=True)  # a folder does not shadow it
+  assert configs.resolve_config_arg("configs/denoise") == shipped
   (tmp_path / "denoise.py").write_text("# the user's own")
   assert configs.resolve_config_arg("denoise.py") == "denoise.py"  # an existing file wins
   assert configs.resolve_config_flags(["prog", "--config", "vdsr", "--workdir=w"]) == [

@@ -233,9 +233,13 @@ def test_install_puts_the_model_where_the_cli_finds_it_and_keeps_what_exists(
   (mine / "notes.txt").write_text("keep me")
   assert main([official_sigma25, "--out", str(mine)]) == 1
   assert sorted(os.listdir(mine)) == ["notes.txt"]
-  # --overwrite replaces the folder as a whole, leaving no temporary folders behind.
-  assert main([official_sigma25, "--out", str(mine), "--overwrite"]) == 0
-  assert sorted(os.listdir(mine)) == ["model.json", "variables"]
+  # --overwrite replaces model folders only, as a whole, leaving no temporary folders.
+  assert main([official_sigma25, "--out", str(mine), "--overwrite"]) == 1
+  assert "not an n3jax model" in capsys.readouterr().err
+  assert sorted(os.listdir(mine)) == ["notes.txt"]
+  assert main([official_sigma25, "--install", "--overwrite"]) == 0
+  assert (target / "model.json").stat().st_mtime_ns != stamp
+  assert sorted(os.listdir(tmp_path / "models")) == ["n3net-gauss-sigma25"]
   assert sorted(os.listdir(tmp_path)) == ["mine", "models"]
   # σ must be known to install; an explicit --sigma may not contradict the checksum.
   assert main([official_sigma25, "--install", "--sigma", "50"]) == 1

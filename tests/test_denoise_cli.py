@@ -90,9 +90,14 @@ def test_palette_and_rgba_pngs(env, tmp_path):
   np.testing.assert_array_equal(rgba_out[..., :3], want)
 
 
-def test_tiny_image_and_exif_orientation(env, tmp_path):
+def test_tiny_images_and_exif_orientation(env, tmp_path):
   small = _rng_image((20, 20), 255).astype(np.uint8)
   Image.fromarray(small).save(tmp_path / "small.png")
+  for shape in ((1, 1), (5, 9)):  # smaller than an N³ patch: mirrored out, then cropped
+    Image.fromarray(_rng_image(shape, 255).astype(np.uint8)).save(tmp_path / f"{shape[0]}.png")
+    assert denoise.main([str(tmp_path / f"{shape[0]}.png"), "--sigma", "25",
+                         "--no-progress"]) == 0
+    assert np.asarray(Image.open(tmp_path / f"{shape[0]}_denoised.png")).shape == shape
   photo = _rng_image((24, 40, 3), 255).astype(np.uint8)
   exif = Image.Exif()
   exif[imagefile.EXIF_ORIENTATION] = 6  # stored sideways: displayed rotated by 90°
@@ -150,6 +155,15 @@ def test_existing_outputs_and_inputs_are_never_overwritten(env, tmp_path, capsys
                        "--sigma", "25", "--overwrite", "--no-progress"]) != 0
   assert (tmp_path / "x_denoised.png").read_bytes() == before
   assert (tmp_path / "x_denoised_denoised.png").exists()  # the other input went on
+  # Two inputs with one output name: the second may not replace the first's result.
+  (tmp_path / "b").mkdir()
+  Image.fromarray(img).save(tmp_path / "b" / "x.png")
+  assert denoise.main([str(tmp_path / "b" / "x.png"), str(tmp_path / "x.png"), "--out",
+                       str(tmp_path / "o"), "--overwrite", "--no-progress"]) != 0
+  assert "another input" in capsys.readouterr().err
+  assert os.listdir(tmp_path / "o") == ["x_denoised.png"]
+  for extra in ("b", "o"):
+    __import__("shutil").rmtree(tmp_path / extra)
   # --overwrite replaces an output that is not an input; no temporary files are left.
   (tmp_path / "x_denoised.png").write_bytes(b"old result")
   assert denoise.main([str(tmp_path / "x.png"), "--sigma", "25", "--overwrite",

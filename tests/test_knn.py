@@ -212,12 +212,14 @@ def test_fewer_valid_candidates_than_k_gives_zero_weight_vectors():
   assert np.isfinite(np.asarray(g)).all()
 
 
-@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), [0.5, 0.0]])
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), [0.5, 0.0], 1e-50])
 def test_non_positive_or_non_finite_temperature_is_a_clear_error(bad):
   with pytest.raises(ValueError, match="temperature must be finite and > 0"):
     ops.continuous_knn_weights(jnp.zeros((2, 5)), jnp.asarray(bad), k=2)
   with pytest.raises(ValueError, match="temperature must be finite and > 0"):
-    ops.concrete_knn_weights(jnp.zeros((2, 5)), jnp.asarray(bad), k=2, key=jax.random.PRNGKey(0))
+    ops.concrete_knn_weights(jnp.zeros((2, 5)), np.asarray(bad), k=2, key=jax.random.PRNGKey(0))
+  # Traced temperatures cannot be checked: documented, and no error under jit.
+  jax.jit(lambda t: ops.continuous_knn_weights(jnp.zeros((2, 5)), t, k=2))(0.5)
 
 
 def test_mask_must_be_boolean_and_broadcast():

@@ -19,8 +19,10 @@ def wheel(tmp_path_factory):
   """Builds the wheel from a copy of the tracked files (no network: --no-build-isolation)."""
   out = tmp_path_factory.mktemp("wheel")
   src = out / "src"
-  files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
-                         check=True).stdout.decode().split("\0")
+  listing = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True)
+  if listing.returncode:
+    pytest.skip("not a git checkout: the wheel is built from the tracked files")
+  files = listing.stdout.decode().split("\0")
   for name in filter(None, files):
     dest = src / name
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ def resolve_config_arg(value: str) -> str:
   file always wins, so a user's own config is used as given.
   """
   path, sep, arg = value.partition(":")
-  if os.path.exists(path):
+  if os.path.isfile(path):
     return value
   name = os.path.basename(path)
   name = name[:-3] if name.endswith(".py") else name

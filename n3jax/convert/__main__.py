@@ -16,8 +16,7 @@ import os
 import sys
 
 from n3jax import pretrained
-from n3jax.atomic import OutputExistsError
-from n3jax.checkpoint import save_model
+from n3jax.checkpoint import MODEL_SPEC_FILE, save_model
 from n3jax.convert.n3net import convert_official
 from n3jax.convert.torch_legacy import CorruptCheckpointError, UnsafeCheckpointError
 
@@ -55,9 +54,14 @@ def main(argv=None) -> int:
     out = os.path.join(pretrained.model_dir(), pretrained.installed_name(float(metadata["sigma"])))
   else:
     out = args.out
+  if (args.overwrite and os.path.isdir(out) and os.listdir(out)
+      and not os.path.isfile(os.path.join(out, MODEL_SPEC_FILE))):
+    print(f"error: {out} holds files that are not an n3jax model; --overwrite replaces only "
+          "model folders. Choose another --out.", file=sys.stderr)
+    return 1
   try:
     save_model(out, variables, name="n3net", metadata=metadata, overwrite=args.overwrite)
-  except OutputExistsError as e:
+  except OSError as e:  # OutputExistsError included
     print(f"error: {e}", file=sys.stderr)
     return 1
   if not metadata["official"]:

@@ -49,13 +49,18 @@ def repo_shared_dir() -> str:
   return os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
 
 
-def default_data_root() -> Optional[str]:
-  """``$N3JAX_DATA_ROOT``, else ``../shared/data`` if it exists, else ``None``."""
-  env = os.environ.get(DATA_ROOT_ENV)
+def env_or_shared(env_var: str, subdir: str) -> Optional[str]:
+  """``$env_var`` if set, else ``../shared/subdir`` beside a checkout if it exists, else None."""
+  env = os.environ.get(env_var)
   if env:
     return env
-  candidate = os.path.join(repo_shared_dir(), "data")
+  candidate = os.path.join(repo_shared_dir(), subdir)
   return candidate if os.path.isdir(candidate) else None
+
+
+def default_data_root() -> Optional[str]:
+  """``$N3JAX_DATA_ROOT``, else ``../shared/data`` if it exists, else ``None``."""
+  return env_or_shared(DATA_ROOT_ENV, "data")
 
 
 def _set_files(name: str, sets: Dict[str, ImageSet], root: Optional[str]) -> List[str]:

@@ -245,6 +245,7 @@ class N3SetBlock(nn.Module):
     log_t = mlp(1, name="temp")(items)[..., 0]
     compute = jnp.promote_types(log_t.dtype, jnp.float32)
     temperature = jnp.exp(log_t.astype(compute) + math.log(self.temp_bias))
+    embed = embed.astype(compute)  # float16 squared distances would overflow to inf
     logits = -ops.pairwise_sq_distances(embed, embed)  # [..., N, N]
     candidates = ops.exclude_self_mask(n) if self.exclude_self else None
     if mask is not None:

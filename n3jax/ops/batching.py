@@ -9,6 +9,7 @@ does ``jax.vmap`` of an op, which calls it on the unbatched shapes.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Any, Callable, Optional, Sequence, Tuple
 
@@ -46,18 +47,20 @@ def batched(*core_ranks: Optional[int]) -> Callable:
       axis and every array it returns has them split again.
   """
   def decorate(fn: Callable) -> Callable:
+    signature = inspect.signature(fn)
+    names = list(signature.parameters)[:len(core_ranks)]
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-      if len(args) < len(core_ranks):
-        raise TypeError(f"{fn.__name__} takes {len(core_ranks)} positional arrays")
-      names = fn.__code__.co_varnames[:len(core_ranks)]
-      args = [jnp.asarray(a) if r is not None else a for a, r in zip(args, core_ranks)] + \
-          list(args[len(core_ranks):])
-      lead = broadcast_leading([(a, r, f"{fn.__name__}: {n}")
-                                for a, r, n in zip(args, core_ranks, names) if r is not None])
-      merged = [a if r is None else merge_leading(a, r, lead)
-                for a, r in zip(args, core_ranks)]
-      return split_leading(fn(*merged, *args[len(core_ranks):], **kwargs), lead)
+      bound = signature.bind(*args, **kwargs)  # positional or by name, as fn accepts them
+      arrays = {n: jnp.asarray(bound.arguments[n]) for n, r in zip(names, core_ranks)
+                if r is not None and n in bound.arguments}
+      lead = broadcast_leading([(arrays[n], r, f"{fn.__name__}: {n}")
+                                for n, r in zip(names, core_ranks) if n in arrays])
+      for n, r in zip(names, core_ranks):
+        if n in arrays:
+          bound.arguments[n] = merge_leading(arrays[n], r, lead)
+      return split_leading(fn(*bound.args, **bound.kwargs), lead)
     return wrapper
   return decorate
 

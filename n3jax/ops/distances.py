@@ -24,7 +24,8 @@ def pairwise_sq_distances(x: jax.Array, y: jax.Array) -> jax.Array:
   Returns:
     ``[..., N, M]`` with ``out[..., n, m] = ||x[..., n, :] - y[..., m, :]||²`` (clamped at
     0 against rounding; computed as ``|x|² + |y|² - 2 x·y`` with a matmul, accumulated in
-    at least float32).
+    at least float32, returned in the inputs' dtype: in float16, distances above 65504
+    become inf, which the relaxation treats as masked; use bfloat16 or float32).
   """
   if x.ndim < 2 or y.ndim < 2 or x.shape[-1] != y.shape[-1]:
     raise ValueError(f"expected [..., N, D] and [..., M, D], got {x.shape} and {y.shape}")

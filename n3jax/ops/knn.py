@@ -50,21 +50,23 @@ def _log1mexp_jvp(primals, tangents):
   return log1mexp(x), slope * dx
 
 
-def check_temperature(temperature: Any) -> None:
-  """Raises ``ValueError`` if a concrete ``temperature`` is not finite and positive.
+def check_temperature(temperature: Any, *, dtype: Any = jnp.float32) -> None:
+  """Raises ``ValueError`` if a concrete ``temperature`` is not finite and positive in ``dtype``.
 
-  A traced temperature (inside ``jit``, ``grad`` or ``vmap``) cannot be inspected and is
-  not checked: a learned temperature should be produced as ``exp(·)`` or ``softplus(·)``.
+  Concrete: Python numbers, NumPy arrays and JAX arrays outside ``jit``. A traced
+  temperature (inside ``jit``, ``grad`` or ``vmap``) cannot be inspected and is not
+  checked, so a learned one should come out of ``exp(·)`` or ``softplus(·)``. A value that
+  underflows to 0 in ``dtype`` (e.g. 1e-50 in float32) counts as 0.
   """
   try:
-    t = np.asarray(temperature, dtype=np.float64)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError,
-          TypeError):
+    t = np.asarray(temperature)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
     return
-  if not (np.all(np.isfinite(t)) and np.all(t > 0)):
-    bad = t[~(np.isfinite(t) & (t > 0))].ravel()[:3]
-    raise ValueError(f"temperature must be finite and > 0, got {bad.tolist()}"
-                     f"{' (and more)' if bad.size < np.sum(~(np.isfinite(t) & (t > 0))) else ''}")
+  bad = ~(np.isfinite(t.astype(np.dtype(dtype))) & (t.astype(np.dtype(dtype)) > 0))
+  if np.any(bad):
+    shown = t[bad].ravel()[:3].tolist() if t.ndim else [t.item()]
+    raise ValueError(f"temperature must be finite and > 0 (in {np.dtype(dtype).name}), got "
+                     f"{shown}{' (and more)' if bad.sum() > 3 else ''}")
 
 
 def candidate_mask(logits: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
@@ -107,8 +109,8 @@ def continuous_knn_weights(logits: jax.Array, temperature: jax.Array | float, *,
   larger than their spread, a uniform average. A good start is the typical gap between
   the 1st and the k-th nearest squared distance; to learn it, produce it as ``exp(·)``
   of a network output (the N³ block learns one per query on batch-normalized distances).
-  A concrete ``t <= 0`` or non-finite ``t`` is a ``ValueError``; a traced one is not
-  checked.
+  A concrete ``t <= 0`` or non-finite ``t`` is a ``ValueError``; a traced one (under
+  ``jit``, ``grad``, ``vmap``) cannot be checked (:func:`check_temperature`).
 
   **Masks.** ``mask`` marks the valid candidates of each query (e.g. not itself, not
   padding). Invalid candidates get weight exactly 0 and no gradient, and no ``inf``
@@ -141,9 +143,9 @@ def continuous_knn_weights(logits: jax.Array, temperature: jax.Array | float, *,
   num_candidates = logits.shape[-1]
   if not 1 <= k <= num_candidates:
     raise ValueError(f"k must be in [1, {num_candidates}] (the number of candidates), got {k}")
-  check_temperature(temperature)
   dtype = logits.dtype
   compute = jnp.promote_types(dtype, jnp.float32)
+  check_temperature(temperature, dtype=compute)
   valid = candidate_mask(logits, mask)
   temperature = jnp.asarray(temperature, compute)
   alpha = jnp.where(valid, logits, 0).astype(compute) / temperature[..., None]
@@ -217,8 +219,8 @@ def concrete_knn_weights(logits: jax.Array, temperature: jax.Array | float, *, k
     ``[..., O, k]`` as :func:`continuous_knn_weights`.
   """
   _check_k(logits, k)
-  check_temperature(temperature)
   compute = jnp.promote_types(logits.dtype, jnp.float32)
+  check_temperature(temperature, dtype=compute)
   valid = candidate_mask(logits, mask)
   temperature = jnp.asarray(temperature, compute)
   gumbel = jax.random.gumbel(key, logits.shape, compute)

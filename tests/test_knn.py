@@ -258,4 +258,4 @@ def test_check_grads_on_the_relaxation(masked):
       mask = jax.random.bernoulli(jax.random.PRNGKey(2), 0.6, (3, 8)).at[:, :3].set(True)
       assert not bool(mask.all())
     fn = lambda l, t: ops.continuous_knn_weights(l, t, k=3, mask=mask)
-    check_grads(fn, (logits, temperature), order=2, modes=("fwd", "rev"))
+    check_grads(fn, (logits, temperature), order=1, modes=("fwd", "rev"))

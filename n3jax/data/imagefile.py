@@ -99,8 +99,11 @@ def from_unit(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
   dtype = np.dtype(dtype)
   if dtype.kind == "f":
     return x.astype(dtype)
-  top = np.iinfo(dtype).max
-  return np.clip(np.rint(np.asarray(x, np.float64) * top), 0, top).astype(dtype)
+  top = np.iinfo(dtype).max  # ≤ 65535: exact in float32, so no float64 copies are needed
+  y = np.multiply(x, np.float32(top), dtype=np.float32)
+  np.rint(y, out=y)
+  np.clip(y, 0, top, out=y)
+  return y.astype(dtype)
 
 
 # Raw modes of unsigned 16-bit gray samples (signed ones are not supported).

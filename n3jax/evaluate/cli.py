@@ -53,7 +53,13 @@ def main(argv: Sequence[str]) -> int:
   # Inference-only knobs, for the models that have them.
   inference = {k: v for k, v in (("query_chunk", config.query_chunk),
                                  ("tile", config.tile or None)) if k in model_fields(name)}
-  model, variables, meta = load_model(FLAGS.checkpoint, **config.model.kwargs, **inference)
+  # The architecture is the checkpoint's (its model.json); the config may only change
+  # inference knobs. A config that describes another architecture is reported, not applied.
+  model, variables, meta = load_model(FLAGS.checkpoint, **inference)
+  differ = {k: v for k, v in config.model.kwargs.items() if getattr(model, k, v) != v}
+  if differ:
+    logging.warning("evaluating %s as stored (%s); the config's %s are not applied",
+                    FLAGS.checkpoint, name, differ)
   run_info = {"checkpoint": os.path.abspath(FLAGS.checkpoint), "checkpoint_metadata": meta,
               "config": json.loads(config.to_json())}
   if task == "sisr":

@@ -206,10 +206,14 @@ def main(argv: Optional[List[str]] = None) -> int:
       imagefile.write_picture(target, result, overwrite=args.overwrite)
       written.add(os.path.abspath(target))
       h, w, c = picture.samples.shape
-      depth = picture.bit_depth or "float"
-      tqdm.write(f"{path} → {target} ({w}x{h}, {c} channel{'s' * (c > 1)}, {depth} bit"
+      depth = f"{picture.bit_depth} bit" if picture.bit_depth else "float"
+      tqdm.write(f"{path} → {target} ({w}x{h}, {c} channel{'s' * (c > 1)}, {depth}"
                  f"{', ' + picture.note if picture.note else ''}; {report}; "
                  f"{time.perf_counter() - start:.1f} s)")
+    except KeyboardInterrupt:  # outputs are written atomically: nothing half-written stays
+      blocks.close()
+      print(f"interrupted at {path}; {len(written)} image(s) written", file=sys.stderr)
+      return 130
     except Exception as e:  # one line per failed file; the others go on
       failures += 1
       if args.debug:

@@ -247,3 +247,21 @@ def test_a_12_megapixel_photo_in_bounded_memory(tmp_path, monkeypatch):
   assert out.size == (4000, 3000) and out.mode == "RGB"
   # The photo and its float copies are ~0.3 GB; whole-image N³ intermediates would be 10x.
   assert peak < 2500
+
+
+def test_ctrl_c_leaves_no_partial_output(env, tmp_path, monkeypatch, capsys):
+  Image.fromarray(_rng_image((24, 24), 255).astype(np.uint8)).save(tmp_path / "a.png")
+  Image.fromarray(_rng_image((24, 24), 255).astype(np.uint8)).save(tmp_path / "b.png")
+  real_save = Image.Image.save
+
+  def interrupted_save(self, fp, *args, **kwargs):  # Ctrl-C while b's output is written
+    if "b_denoised" in str(fp):
+      real_save(self, fp, *args, **kwargs)
+      raise KeyboardInterrupt
+    return real_save(self, fp, *args, **kwargs)
+
+  monkeypatch.setattr(Image.Image, "save", interrupted_save)
+  assert denoise.main([str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--sigma", "25",
+                       "--no-progress"]) == 130
+  assert "interrupted at" in capsys.readouterr().err
+  assert sorted(os.listdir(tmp_path)) == ["a.png", "a_denoised.png", "b.png"]

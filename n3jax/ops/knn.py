@@ -90,8 +90,8 @@ def _masked_log_softmax(alpha: jax.Array, valid: jax.Array) -> jax.Array:
   finite too. A row without valid entries gives zeros.
   """
   any_valid = jnp.any(valid, axis=-1, keepdims=True)
-  top = jnp.max(jnp.where(valid, alpha, 0), axis=-1, keepdims=True,
-                where=valid, initial=jnp.finfo(alpha.dtype).min)
+  top = jnp.max(alpha, axis=-1, keepdims=True, where=valid,
+                initial=jnp.finfo(alpha.dtype).min)
   top = jax.lax.stop_gradient(jnp.where(any_valid, top, 0))
   z = jnp.where(valid, alpha - top, 0)
   total = jnp.sum(jnp.where(valid, jnp.exp(z), 0), axis=-1, keepdims=True)
@@ -138,11 +138,7 @@ def continuous_knn_weights(logits: jax.Array, temperature: jax.Array | float, *,
     sums to 1 over the valid candidates (or is all zero, see above). The relaxation
     itself runs in at least float32.
   """
-  if logits.ndim < 1:
-    raise ValueError("logits must have a candidate axis, got a scalar")
-  num_candidates = logits.shape[-1]
-  if not 1 <= k <= num_candidates:
-    raise ValueError(f"k must be in [1, {num_candidates}] (the number of candidates), got {k}")
+  _check_k(logits, k)
   dtype = logits.dtype
   compute = jnp.promote_types(dtype, jnp.float32)
   check_temperature(temperature, dtype=compute)

@@ -16,6 +16,7 @@ import os
 import sys
 
 from n3jax import pretrained
+from n3jax.cli_errors import one_line_errors
 from n3jax.checkpoint import MODEL_SPEC_FILE, save_model
 from n3jax.convert.n3net import convert_official
 from n3jax.convert.torch_legacy import CorruptCheckpointError, UnsafeCheckpointError
@@ -33,11 +34,21 @@ def main(argv=None) -> int:
                       help="noise level the weights were trained for, when the file does not tell")
   parser.add_argument("--overwrite", action="store_true",
                       help="replace an existing non-empty destination")
+  parser.add_argument("--debug", action="store_true", help="full tracebacks on errors")
   args = parser.parse_args(argv)
+  return one_line_errors(lambda _: _convert(args), [], debug=args.debug)
+
+
+def _convert(args: argparse.Namespace) -> int:
   try:
     variables, metadata = convert_official(args.checkpoint)
-  except (UnsafeCheckpointError, CorruptCheckpointError, ValueError, OSError) as e:
-    print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
+  except (UnsafeCheckpointError, CorruptCheckpointError, ValueError) as e:
+    if args.debug:
+      raise
+    print(f"error: {e}", file=sys.stderr)  # names the file
+    return 1
+  except OSError as e:
+    print(f"error: {args.checkpoint}: {e.strerror or e}", file=sys.stderr)
     return 1
   if args.sigma is not None:
     if metadata["sigma"] is not None and float(metadata["sigma"]) != args.sigma:

@@ -72,8 +72,8 @@ def state_dict_to_variables(state: Mapping[str, np.ndarray], *, model_name: str 
                             ) -> Dict[str, Any]:
   """Converts an official N³Net state dict to ``{"params", "batch_stats"}`` for ``model_name``.
 
-  Every name must be mapped or known to be unused, and every shape must match the Flax
-  model's; otherwise a ``ValueError`` lists the differences.
+  Every name must be mapped or known to be unused, every shape must match the Flax
+  model's, and every value must be finite; otherwise a ``ValueError`` lists the problems.
   """
   model_kwargs = dict(model_kwargs or {})
   model = create_model(model_name, **model_kwargs)
@@ -96,6 +96,10 @@ def state_dict_to_variables(state: Mapping[str, np.ndarray], *, model_name: str 
       continue
     value = np.asarray(state[name], np.float32)
     source_shape = value.shape
+    bad = int(value.size - np.count_nonzero(np.isfinite(value)))
+    if bad:
+      problems.append(f"{name} holds {bad} NaN/inf values")
+      continue
     if layout == "oihw":
       value = value.transpose(2, 3, 1, 0)
     want = expected.get((col,) + path)
@@ -108,7 +112,8 @@ def state_dict_to_variables(state: Mapping[str, np.ndarray], *, model_name: str 
       node = node.setdefault(p, {})
     node[path[-1]] = value
   if problems:
-    raise ValueError("checkpoint does not fit the model:\n  " + "\n  ".join(problems))
+    more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+    raise ValueError("checkpoint does not fit the model: " + "; ".join(problems[:3]) + more)
   return out
 
 
@@ -134,7 +139,10 @@ def convert_official(path: str | os.PathLike) -> Tuple[Dict[str, Any], Dict[str,
   state = obj.get("net", obj) if isinstance(obj, dict) else None
   if not isinstance(state, Mapping):
     raise ValueError(f"{path} holds no state dict")
-  variables = state_dict_to_variables(state)
+  try:
+    variables = state_dict_to_variables(state)
+  except ValueError as e:
+    raise ValueError(f"{path}: {e}") from None
   digest = file_sha256(path)
   sigma = OFFICIAL_SHA256.get(digest)
   if sigma is None:

@@ -195,9 +195,14 @@ def test_train_end_to_end_validates_saves_and_resumes(fake_root, tmp_path):
   assert again["start_step"] == 6 and again["step"] == 8 and sorted(again["train_loss"]) == [6, 7]
 
 
-def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(fake_root, tmp_path):
+def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(fake_root, tmp_path, monkeypatch):
+  from n3jax.train import loop
+  real = loop.make_p_train_step
+
+  def nan_noise(model, sigma):  # the configured σ is checked, so poison the step instead
+    return real(model, float("nan"))
+  monkeypatch.setattr(loop, "make_p_train_step", nan_noise)
   config = tiny_config(fake_root, 3)
-  config.sigma = float("nan")
   workdir = str(tmp_path / "nan")
   with pytest.raises(FloatingPointError, match="non-finite training loss .* at step 0"):
     train_and_evaluate(config, workdir)
@@ -214,7 +219,7 @@ def test_fine_tuning_checks_the_init_checkpoint(fake_root, tmp_path):
     train_and_evaluate(config, str(tmp_path / "ft"))
   # The same model fine-tunes: step 0 starts from the checkpoint's parameters.
   config.model.name, config.model.kwargs = "dncnn17", {"depth": 3, "features": 4}
-  config.learning_rate = 0.0
+  config.learning_rate = 1e-30  # > 0 (checked), below float32 resolution of the weights
   config.weight_decay = 0.0
   summary = train_and_evaluate(config, str(tmp_path / "ft2"))
   np.testing.assert_array_equal(summary["final_state"].params["conv_in"]["kernel"],

@@ -40,3 +40,19 @@ def estimate_sigma(image: np.ndarray) -> float:
   x = x[:h, :w]
   hh = (x[0::2, 0::2] - x[0::2, 1::2] - x[1::2, 0::2] + x[1::2, 1::2]) / 2
   return float(np.median(np.abs(hh)) * MAD_TO_SIGMA * PIXEL_SCALE)
+
+
+# σ above the whole pixel range is not a denoising problem (and overflows PSNRs to ±inf).
+MAX_SIGMA = PIXEL_SCALE
+
+
+def check_sigma(sigma: float, *, name: str = "sigma") -> float:
+  """``sigma`` as a float if ``0 < sigma ≤ 255`` (the 0-255 scale), else a ``ValueError``."""
+  try:
+    value = float(sigma)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a number on the 0-255 scale, got {sigma!r}") from None
+  if not 0 < value <= MAX_SIGMA:
+    raise ValueError(f"{name} must be in (0, {MAX_SIGMA:g}] on the 0-255 scale "
+                     f"(e.g. 25), got {sigma!r}")
+  return value

@@ -2,15 +2,19 @@
 
 One process per host, ``jax.pmap`` over its local devices; with several processes,
 ``jax.distributed`` connects them and each host reads its own shard of every global batch.
-The loop resumes from the latest checkpoint in ``WORKDIR/checkpoints``, saves every
-``config.checkpoint_every`` steps, at the end, and on SIGTERM/SIGINT before exiting, and
-stops with an error on a non-finite loss. It writes TensorBoard events, ``metrics.json``
+The config is checked before anything is built (:mod:`n3jax.train.config_check`). The loop
+resumes from the newest good checkpoint in ``WORKDIR/checkpoints`` (setting aside
+unreadable or non-finite ones), saves every ``config.checkpoint_every`` steps, at the end,
+and on SIGTERM/SIGINT before exiting, and stops with an error on a non-finite loss or
+state (which is never saved). The host runs at most :data:`MAX_STEPS_IN_FLIGHT` steps
+ahead of the device, so that a signal is answered within about two steps. It writes TensorBoard events, ``metrics.json``
 (the latest validation) and, at the end, ``WORKDIR/model`` (an n3jax model directory that
 ``eval.py --checkpoint`` reads).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
@@ -18,7 +22,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +39,7 @@ from n3jax.evaluate import sisr
 from n3jax.evaluate.denoise import image_key, make_denoise_fn
 from n3jax.nn import create_model, model_fields
 from n3jax.train import checkpoints, optim
+from n3jax.train.config_check import validate_config
 from n3jax.train.state import TrainState, create_train_state
 from n3jax.train.step import AXIS, make_p_train_step
 from n3jax.train.summaries import SummaryWriter
@@ -43,6 +48,9 @@ log = logging.getLogger(__name__)
 
 MODEL_DIR = "model"
 TASKS = ("denoise", "sisr")
+# Steps dispatched but not finished. Without a bound the host queues hundreds of steps
+# (dispatch is asynchronous), and a SIGTERM waits for all of them before the save.
+MAX_STEPS_IN_FLIGHT = 2
 
 
 class TrainingInterrupted(Exception):
@@ -111,11 +119,17 @@ def _sr_validation_pairs(config, root: Optional[str]):
   return [(*p, sisr.sr_scores(p[3], p[2], p[1])[0]) for p in pairs]
 
 
-def validate_sr(sr_fn, variables: Mapping[str, Any], pairs) -> Dict[str, float]:
-  """Mean PSNR/SSIM on Y over the validation pairs, as ``eval.py`` computes them."""
+def validate_sr(sr_fn, variables: Mapping[str, Any], pairs, *,
+                stop: Callable[[], bool] = lambda: False) -> Optional[Dict[str, float]]:
+  """Mean PSNR/SSIM on Y over the validation pairs, as ``eval.py`` computes them.
+
+  ``None`` when ``stop()`` turned true between two images (a signal: no time to finish).
+  """
   rows = []
   for _, scale, target, bicubic, bicubic_psnr in sorted(pairs,
                                                          key=lambda t: (t[2].shape, t[0], t[1])):
+    if stop():
+      return None
     try:
       pred = sisr.super_resolve(sr_fn, variables, bicubic)
       psnr, ssim = sisr.sr_scores(pred, target, scale)
@@ -131,10 +145,16 @@ def validate_sr(sr_fn, variables: Mapping[str, Any], pairs) -> Dict[str, float]:
   return out
 
 
-def validate(denoise_fn, variables: Mapping[str, Any], images, seed: int) -> Dict[str, float]:
-  """Mean PSNR/SSIM (and noisy PSNR) of ``denoise_fn`` over ``images``, as eval.py computes them."""
+def validate(denoise_fn, variables: Mapping[str, Any], images, seed: int, *,
+             stop: Callable[[], bool] = lambda: False) -> Optional[Dict[str, float]]:
+  """Mean PSNR/SSIM (and noisy PSNR) of ``denoise_fn`` over ``images``, as eval.py computes them.
+
+  ``None`` when ``stop()`` turned true between two images (a signal: no time to finish).
+  """
   psnrs, ssims, noisy = [], [], []
   for name, clean in sorted(images, key=lambda t: (t[1].shape, t[0])):  # one compile per shape
+    if stop():
+      return None
     pred, noisy_psnr, psnr = denoise_fn(variables, jnp.asarray(clean), image_key(seed, name))
     pred = np.asarray(pred)
     psnrs.append(float(psnr))
@@ -167,6 +187,24 @@ def _stop_on_signals() -> Iterator[Dict[str, Optional[int]]]:
       signal.signal(s, h)
 
 
+def _due(done: int, every: int) -> bool:
+  """Whether periodic work of period ``every`` (0: off) falls on step ``done``."""
+  return every > 0 and done % every == 0
+
+
+def _agree_on_stop(local: bool, num_processes: int) -> bool:
+  """Whether any process was asked to stop; every process gets the same answer.
+
+  With several hosts a preemption signal may reach only some of them; each step they
+  exchange their flags (one tiny all-gather), so all of them save the same step and exit.
+  """
+  if num_processes == 1:
+    return local
+  from jax.experimental import multihost_utils
+  flags = multihost_utils.process_allgather(np.asarray(local, np.int32))
+  return bool(np.max(flags))
+
+
 def _init_variables(config) -> Optional[Dict[str, Any]]:
   if not config.init_checkpoint:
     return None
@@ -186,14 +224,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     with the losses of every logged step, so that tests can assert on them.
 
   Raises:
-    FloatingPointError: the loss became NaN/inf (the last good checkpoint is kept).
+    ConfigError: a config value is out of range (before anything is built).
+    FloatingPointError: the loss or the state became NaN/inf; nothing non-finite is saved,
+      so the workdir resumes from its last good checkpoint.
+    WorkdirMismatchError: the workdir holds checkpoints of another model.
     TrainingInterrupted: SIGTERM/SIGINT arrived; the state at the current step was saved.
   """
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
   task = config.get("task", "denoise")
   if task not in TASKS:
     raise ValueError(f"config.task must be one of {TASKS}, got {task!r}")
+  validate_config(config)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
   maybe_initialize_distributed(config)
   process, num_processes = jax.process_index(), jax.process_count()
   num_local = jax.local_device_count()
@@ -234,6 +276,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   state = create_train_state(model, tx, key=jax.random.PRNGKey(config.train_seed),
                              image_shape=(config.crop_size, config.crop_size, model_channels),
                              init_variables=_init_variables(config))
+  checkpoints.check_workdir_model(workdir, config.model.name, config.model.kwargs)
   manager = checkpoints.make_manager(workdir, keep=config.keep_checkpoints)
   restored = checkpoints.restore_latest(manager, state)
   if restored is not None:
@@ -244,12 +287,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   writer = SummaryWriter(workdir, enabled=process == 0)
   if task == "sisr":
     sr_fn = sisr.make_sr_fn(eval_model)
-    run_validation = lambda variables: validate_sr(sr_fn, variables, val_images)  # noqa: E731
+    run_validation = lambda variables, stop: validate_sr(  # noqa: E731
+        sr_fn, variables, val_images, stop=stop)
     p_step = make_p_train_step(model, None)
   else:
     denoise_fn = make_denoise_fn(eval_model, config.sigma)
-    run_validation = lambda variables: validate(  # noqa: E731
-        denoise_fn, variables, val_images, config.seed)
+    run_validation = lambda variables, stop: validate(  # noqa: E731
+        denoise_fn, variables, val_images, config.seed, stop=stop)
     p_step = make_p_train_step(model, config.sigma)
   p_state = replicate(state)
   del state
@@ -270,6 +314,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
                              "num_devices": num_devices, "num_processes": num_processes,
                              "workdir": workdir}
   pending: List[Tuple[int, Any]] = []
+  in_flight: Deque[Any] = collections.deque()
   last_val: Dict[str, Any] = {}
   t_log = time.perf_counter()
 
@@ -304,41 +349,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   step = start
   try:
     with _stop_on_signals() as stop:
+      stop_requested = lambda: stop["signum"] is not None  # noqa: E731
       for step, batch in batches:
         p_state, step_metrics = p_step(p_state, batch)
         pending.append((step, step_metrics))
+        in_flight.append(step_metrics["loss"])
+        if len(in_flight) >= MAX_STEPS_IN_FLIGHT:  # wait for the older step to finish
+          jax.block_until_ready(in_flight.popleft())
         done = step + 1
         bar.update(1)
         last = done == total_steps
-        interrupted = stop["signum"] is not None
-        ckpt_due = last or interrupted or done % config.checkpoint_every == 0
-        if last or interrupted or ckpt_due or done % config.log_every == 0:
+        interrupted = _agree_on_stop(stop_requested(), num_processes)
+        ckpt_due = last or interrupted or _due(done, config.checkpoint_every)
+        if last or interrupted or ckpt_due or _due(done, config.log_every):
           means = flush(done)
           if means:
             bar.set_postfix(loss=f"{means['loss']:.4g}", psnr=f"{means['psnr']:.2f}")
         if ckpt_due:
           save(unreplicate(p_state))
-        if val_images and (last or done % config.val_every == 0):
+        if val_images and not interrupted and (last or _due(done, config.val_every)):
           variables = unreplicate({"params": p_state.params,
                                    "batch_stats": p_state.batch_stats})
-          last_val = {"step": done, **run_validation(variables)}
-          summary["val"][done] = last_val
-          writer.scalars(done, {k: v for k, v in last_val.items() if k.startswith("val_")},
-                         prefix="val/")
-          writer.write_metrics_json({**last_val, "train_loss": summary["train_loss"][step]})
-          log.info("step %d: validation PSNR %.3f dB (input %.3f)", done, last_val["val_psnr"],
-                   last_val["val_input_psnr"])
+          # A signal during validation ends it (the state is saved just after).
+          val = run_validation(variables, stop_requested if num_processes == 1 else
+                               lambda: False)
+          if val is None:
+            interrupted = True
+            save(unreplicate(p_state))
+          else:
+            last_val = {"step": done, **val}
+            summary["val"][done] = last_val
+            writer.scalars(done, {k: v for k, v in last_val.items() if k.startswith("val_")},
+                           prefix="val/")
+            writer.write_metrics_json({**last_val, "train_loss": summary["train_loss"][step]})
+            log.info("step %d: validation PSNR %.3f dB (input %.3f)", done,
+                     last_val["val_psnr"], last_val["val_input_psnr"])
         if interrupted:
-          manager.wait_until_finished()
-          raise TrainingInterrupted(stop["signum"], done)
-  except KeyboardInterrupt:
-    # A second Ctrl-C, or one outside the handler: keep what is complete.
-    manager.wait_until_finished()
-    raise
+          raise TrainingInterrupted(stop["signum"] or signal.SIGTERM, done)
   finally:
+    # Whatever ends the loop (a signal, a second Ctrl-C, an error), a save in progress
+    # completes first.
     bar.close()
     writer.close()
-  manager.wait_until_finished()
+    manager.wait_until_finished()
   final = unreplicate(p_state)
   summary["step"] = int(final.step)
   # Every process takes part (orbax synchronizes them); the files are the same.

@@ -7,6 +7,10 @@ training-free stand-in built from the same pure ops: soft k-nearest-neighbour pa
 averaging (non-local means with the continuous kNN of ``n3jax.ops``). The image is Set12
 ``01.png`` under the data root, or scikit-image's bundled camera photo. To denoise your own
 noisy photos, use ``n3jax-denoise``.
+
+The panel is written to ``--out`` (default ``n3jax_demo.png``). An existing file is replaced
+only if the demo wrote it (a PNG tagged ``Software: n3jax-demo``) or with ``--overwrite``;
+the input image never.
 """
 
 from __future__ import annotations
@@ -22,11 +26,24 @@ import numpy as np
 from PIL import Image
 
 from n3jax import ops, pretrained
-from n3jax.atomic import atomic_file
+from n3jax.atomic import OutputExistsError, atomic_file
 from n3jax.data import images
-from n3jax.data.noise import add_gaussian_noise
+from n3jax.data.noise import add_gaussian_noise, check_sigma
+from n3jax.cli_errors import one_line_errors
 from n3jax.evaluate import metrics
 from n3jax.evaluate.denoise import image_key
+
+SOFTWARE_TAG = "n3jax-demo"  # PNG text chunk marking the demo's own output
+
+
+def written_by_demo(path: str) -> bool:
+  """Whether ``path`` is a PNG the demo wrote (tagged ``Software: n3jax-demo``)."""
+  try:
+    with Image.open(path) as im:
+      return im.format == "PNG" and im.info.get("Software") == SOFTWARE_TAG
+  except (OSError, ValueError):
+    return False
+
 
 def knn_patch_denoise(noisy: jax.Array, sigma: float, *, k: int = 16, patch_size: int = 8,
                       stride: int = 2, window: int = 15, temperature_scale: float = 0.5
@@ -81,10 +98,20 @@ def main(argv=None) -> int:
                  f"(default ${pretrained.PRETRAINED_ENV} or ../shared/pretrained)")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--out", default="n3jax_demo.png", help="clean | noisy | denoised, as PNG")
+  p.add_argument("--overwrite", action="store_true",
+                 help="replace --out if it exists and the demo did not write it")
+  p.add_argument("--debug", action="store_true", help="full tracebacks on errors")
   args = p.parse_args(argv)
+  return one_line_errors(lambda _: _run(args), [], debug=args.debug)
 
+
+def _run(args: argparse.Namespace) -> int:
+  check_sigma(args.sigma, name="--sigma")
   if args.image and os.path.exists(args.out) and os.path.samefile(args.image, args.out):
-    p.error(f"--out {args.out} is the input image (never overwritten)")
+    raise OutputExistsError(f"--out {args.out} is the input image (never overwritten)")
+  if os.path.lexists(args.out) and not (args.overwrite or written_by_demo(args.out)):
+    raise OutputExistsError(f"--out {args.out} exists and was not written by the demo; "
+                            "pass --overwrite to replace it, or choose another --out")
   name, clean = _load_image(args.image)
   # The same noise as eval.py gives this file (key folded from the seed and the name).
   key = image_key(args.seed, os.path.basename(name))
@@ -117,6 +144,8 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     pred = fn(noisy).block_until_ready()
   seconds = time.perf_counter() - start
+  if not np.isfinite(np.asarray(pred)).all():
+    raise FloatingPointError(f"{method} produced NaN/inf on {name}; the weights are broken")
   p_noisy = float(metrics.psnr(noisy, jnp.asarray(clean)))
   p_pred = float(metrics.psnr(pred, jnp.asarray(clean)))
   try:
@@ -126,9 +155,15 @@ def main(argv=None) -> int:
   print(f"PSNR noisy {p_noisy:.2f} dB -> denoised {p_pred:.2f} dB "
         f"({ssim}{seconds:.1f} s incl. compile)")
   panel = np.concatenate([clean, np.asarray(noisy), np.asarray(pred)], axis=1)
+  fmt = Image.registered_extensions().get(os.path.splitext(args.out)[1].lower(), "PNG")
+  extra = {}
+  if fmt == "PNG":
+    from PIL import PngImagePlugin
+    extra["pnginfo"] = PngImagePlugin.PngInfo()
+    extra["pnginfo"].add_text("Software", SOFTWARE_TAG)
   with atomic_file(args.out, overwrite=True) as tmp:
     Image.fromarray((np.clip(panel, 0, 1) * 255 + 0.5).astype(np.uint8)).save(
-        tmp, format=Image.registered_extensions().get(os.path.splitext(args.out)[1].lower(), "PNG"))
+        tmp, format=fmt, **extra)
   print(f"wrote {args.out} (clean | noisy | denoised)")
   return 0
 

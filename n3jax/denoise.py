@@ -33,9 +33,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from n3jax import infer, pretrained
+from n3jax.cli_errors import error_line
 from n3jax.atomic import OutputExistsError
 from n3jax.data import imagefile
-from n3jax.data.noise import estimate_sigma
+from n3jax.data.noise import check_sigma, estimate_sigma
 
 SUFFIX = "_denoised"
 # Below this fraction of the model's σ, an image looks too clean for it (oversmoothing).
@@ -125,16 +126,13 @@ def denoise_picture(picture: imagefile.Picture, models: Models, sigma: Optional[
 
 
 def parse_sigma(text: str) -> Optional[float]:
-  """``"auto"`` → None; otherwise a positive, finite number."""
+  """``"auto"`` → None; otherwise a number in (0, 255]."""
   if text.strip().lower() == "auto":
     return None
   try:
-    value = float(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f"--sigma must be a number or 'auto', got {text!r}")
-  if not (np.isfinite(value) and value > 0):
-    raise argparse.ArgumentTypeError(f"--sigma must be > 0 (0-255 scale), got {text}")
-  return value
+    return check_sigma(text, name="--sigma")
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(f"{e} or 'auto'") from None
 
 
 def _positive(text: str) -> int:
@@ -166,7 +164,11 @@ def main(argv: Optional[List[str]] = None) -> int:
   try:
     models = Models(args.checkpoint)
   except (OSError, ValueError, KeyError) as e:
-    print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
+    if args.debug:
+      raise
+    message = error_line(e)
+    print(message if str(args.checkpoint) in message else
+          message.replace("error: ", f"error: {args.checkpoint}: ", 1), file=sys.stderr)
     return 2
   if not models.sources:
     print(f"error: {pretrained.how_to_get_weights()}", file=sys.stderr)

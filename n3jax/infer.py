@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -120,24 +121,100 @@ def _tiled(fn, x: jax.Array, match: Optional[jax.Array], *, tile: int, halo: int
   return jax.lax.fori_loop(0, table.shape[0], body, out)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tile"))
+# Noisy images in [0, 1] stay within [-2, 3] (σ = 70 noise: > 7 standard deviations);
+# values beyond look like another scale (0-255, 16 bit) and are warned about.
+PLAUSIBLE_RANGE = (-2.0, 3.0)
+
+
+def input_channels(model: nn.Module, variables: Mapping[str, Any]) -> Optional[int]:
+  """The channels ``model`` takes, read from its first convolution (``None``: unknown)."""
+  params = variables.get("params", {})
+  first = params.get("dncnn_0", params) if isinstance(model, N3Net) else params
+  kernel = first.get("conv_in", {}).get("kernel") if hasattr(first, "get") else None
+  return None if kernel is None else int(kernel.shape[-2])
+
+
+def check_image(image: Any, *, channels: Optional[int] = None, name: str = "image") -> None:
+  """Fails on input a model would turn into garbage; warns on implausible values.
+
+  Rules: the image must be a real floating-point array (integer images are not scaled
+  silently: 0-255 and 0-65535 data would both look valid; pass ``x / 255`` or
+  :func:`n3jax.data.imagefile.to_unit`); with ``channels``, its last axis must have that
+  many channels (``[H, W]`` counts as one); and its values must be finite. Values outside
+  :data:`PLAUSIBLE_RANGE` give a warning. Under ``jit`` (a traced image) only the dtype
+  and shape are checked.
+
+  Raises:
+    TypeError: integer, bool or complex dtype (the message says what to pass).
+    ValueError: channel mismatch (naming both counts), or NaN/inf pixels (counted).
+  """
+  dtype = np.dtype(getattr(image, "dtype", None) or np.asarray(image).dtype)
+  if not jnp.issubdtype(dtype, jnp.floating):
+    hint = (f"scale it: {name}.astype(np.float32) / {np.iinfo(dtype).max} for "
+            f"{dtype} data, or n3jax.data.imagefile.to_unit(...)"
+            if jnp.issubdtype(dtype, jnp.integer) and dtype != np.bool_ else
+            "pass real values in [0, 1]")
+    raise TypeError(f"{name} has dtype {dtype}; models take float images in [0, 1] "
+                    f"({hint})")
+  shape = np.shape(image)
+  if len(shape) not in (2, 3, 4):
+    raise ValueError(f"{name} must be [H, W], [H, W, C] or [B, H, W, C], got shape {shape}")
+  have = 1 if len(shape) == 2 else shape[-1]
+  if channels is not None and have != channels:
+    raise ValueError(f"{name} has {have} channel(s) (shape {shape}) but the model takes "
+                     f"{channels}; " + ("convert it to gray, or denoise each channel "
+                                        "(n3jax-denoise does)" if channels == 1 else
+                                        f"give it {channels} channels"))
+  if isinstance(image, jax.core.Tracer):
+    return
+  x = jnp.asarray(image)
+  finite = int(jnp.count_nonzero(jnp.isfinite(x)))
+  if finite != x.size:
+    raise ValueError(f"{name} has {x.size - finite} NaN/inf value(s) of {x.size}; a "
+                     "network spreads them over its whole receptive field. Replace them "
+                     "first (e.g. np.nan_to_num, or inpaint)")
+  lo, hi = float(jnp.min(x)), float(jnp.max(x))
+  if lo < PLAUSIBLE_RANGE[0] or hi > PLAUSIBLE_RANGE[1]:
+    warnings.warn(f"{name} values span [{lo:g}, {hi:g}]; models expect images in [0, 1] "
+                  "(plus noise). Is it on a 0-255 scale?", stacklevel=3)
+
+
 def restore(model: nn.Module, variables: Mapping[str, Any], image: jax.Array, *,
             tile: int = DEFAULT_TILE) -> jax.Array:
   """Runs ``model`` (inference mode) on an image of any size, tiling it when large.
 
+  The image is checked first (:func:`check_image`): float dtype, the model's channel
+  count, finite values. Compiled once per model, image shape and ``tile``.
+
   Args:
     model: an :class:`~n3jax.nn.N3Net` or :class:`~n3jax.nn.DnCNN` (any registry model).
     variables: its variables (``params`` and ``batch_stats``).
-    image: ``[H, W]``, ``[H, W, C]`` or ``[B, H, W, C]`` (e.g. a noisy image in [0, 1]).
+    image: ``[H, W]``, ``[H, W, C]`` or ``[B, H, W, C]`` float array (e.g. a noisy
+      image in [0, 1]).
     tile: core tile side in pixels; images up to this size per side run in one piece.
       Peak memory grows with ``tile²``, not with the image.
 
   Returns:
     The model's output in the layout of ``image`` (``[H, W]`` in, ``[H, W]`` out for
     one output channel), equal to ``model.apply(variables, image)`` up to float rounding.
+
+  Raises:
+    TypeError, ValueError: see :func:`check_image`; ``tile`` < 1.
   """
-  if tile < 1:
-    raise ValueError(f"tile must be positive, got {tile}")
+  if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
+    raise ValueError(f"tile must be a positive integer, got {tile!r}")
+  check_image(image, channels=input_channels(model, variables))
+  return restore_unchecked(model, variables, image, tile=tile)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "tile"))
+def restore_unchecked(model: nn.Module, variables: Mapping[str, Any], image: jax.Array, *,
+                      tile: int = DEFAULT_TILE) -> jax.Array:
+  """The jit-compiled core of :func:`restore`, without its input checks.
+
+  For ahead-of-time compilation (``restore_unchecked.lower(model, variables, x).compile()``)
+  and for callers that checked the input themselves.
+  """
   x = jnp.asarray(image)
   layout = x.ndim
   if layout == 2:
@@ -222,11 +299,9 @@ def restore_large(model: nn.Module, variables: Mapping[str, Any], image: np.ndar
   x = np.asarray(image)
   if x.ndim not in (2, 3):
     raise ValueError(f"image must be [H, W] or [H, W, C], got shape {x.shape}")
-  if x.dtype.kind != "f":
-    raise TypeError(f"image must be a float array (e.g. in [0, 1]), got {x.dtype}; scale "
-                    "integer images by their bit depth (n3jax.data.imagefile.to_unit)")
-  if block < 1:
-    raise ValueError(f"block must be positive, got {block}")
+  check_image(x, channels=input_channels(model, variables))
+  if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+    raise ValueError(f"block must be a positive integer, got {block!r}")
   halo, align = network_geometry(model)
   height, width = x.shape[:2]
   padded = runnable_size(model, height, width)
@@ -241,7 +316,7 @@ def restore_large(model: nn.Module, variables: Mapping[str, Any], image: np.ndar
   (t1, k1, rows), (t2, k2, cols) = tiles(x.shape[0]), tiles(x.shape[1])
   out = None
   for n, ((ty, cy), (tx, cx)) in enumerate([(r, c) for r in rows for c in cols]):
-    y = np.asarray(restore(model, variables, x[ty:ty + t1, tx:tx + t2], tile=tile))
+    y = np.asarray(restore_unchecked(model, variables, x[ty:ty + t1, tx:tx + t2], tile=tile))
     if out is None:
       out = np.empty(x.shape[:2] + y.shape[2:], y.dtype)
     out[cy:cy + k1, cx:cx + k2] = y[cy - ty:cy - ty + k1, cx - tx:cx - tx + k2]
@@ -250,6 +325,6 @@ def restore_large(model: nn.Module, variables: Mapping[str, Any], image: np.ndar
   return out[:height, :width]
 
 
-__all__ = ["restore", "denoise", "restore_large", "runnable_size", "stage_geometry",
-           "network_geometry",
+__all__ = ["restore", "restore_unchecked", "denoise", "restore_large", "runnable_size", "stage_geometry",
+           "network_geometry", "check_image", "input_channels", "PLAUSIBLE_RANGE",
            "axis_tiles", "n3block_halo", "dncnn_halo", "DEFAULT_TILE", "DEFAULT_BLOCK"]

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -115,8 +117,9 @@ print("weights:", SOURCE)
 # %% [markdown]
 # ## 2. Compile once, then run
 #
-# `infer.restore` is `jax.jit`-compiled (the model is a static argument). Lowering and
-# compiling it explicitly separates the one-time compilation from the run.
+# `infer.restore` checks the image (float, the model's channels, finite values) and runs
+# the `jax.jit`-compiled `infer.restore_unchecked` (the model is a static argument).
+# Lowering and compiling that explicitly separates the one-time compilation from the run.
 
 # %%
 from skimage import data as skdata
@@ -127,7 +130,7 @@ clean = jnp.asarray(skdata.camera()[:side, :side] / 255.0, jnp.float32)
 noisy = add_gaussian_noise(clean, SIGMA, jax.random.PRNGKey(0))
 
 start = time.perf_counter()
-compiled = infer.restore.lower(model, variables, noisy).compile()
+compiled = infer.restore_unchecked.lower(model, variables, noisy).compile()
 compile_s = time.perf_counter() - start
 runs = []
 for _ in range(3):

@@ -130,14 +130,18 @@ def test_converted_sigma25_denoises_set12_above_floor(shared, converted_sigma25)
   assert float(psnr) > 29.9
 
 
-def test_results_table_combines_runs_and_skips_incomplete_sets(tmp_path):
+def test_results_table_combines_runs_and_flags_partial_sets(tmp_path):
   from n3jax.evaluate.table import collect, markdown
-  for sigma, psnr, done in [(25, 30.5, 12), (50, 27.4, 12), (70, 25.0, 3)]:
+  # σ=70: an interrupted run (3 of 12 done); σ=50: a data root with 2 of Set12's images.
+  for sigma, psnr, done, total in [(25, 30.5, 12, 12), (50, 27.4, 2, 2), (70, 25.0, 3, 12)]:
     d = tmp_path / f"s{sigma}"
     d.mkdir()
     (d / "results.json").write_text(json.dumps({"sigma": sigma, "datasets": {"set12": {
-        "num_images": 12, "num_done": done, "mean_psnr": psnr, "mean_ssim": 0.8}}}))
-  cells = collect([str(tmp_path / "s25"), str(tmp_path / "s50"), str(tmp_path / "s70")])
-  assert set(cells) == {("set12", 25.0), ("set12", 50.0)}
+        "num_images": total, "num_done": done, "mean_psnr": psnr, "mean_ssim": 0.8}}}))
+  cells = collect([str(tmp_path / f"s{s}") for s in (25, 50, 70)])
+  assert set(cells) == {("set12", 25.0), ("set12", 50.0), ("set12", 70.0)}
   table = markdown(cells)
-  assert "| set12 | 30.50 / 0.8000 (30.55) | 27.40 / 0.8000 (27.43) |" in table
+  assert ("| set12 | 30.50 / 0.8000 (30.55), 12 images | 27.40 / 0.8000 (27.43), **partial: "
+          "2 of 12 images** | 25.00 / 0.8000 (25.90), **partial: 3 of 12 images** |") in table
+  with pytest.raises(ValueError, match="in both"):
+    collect([str(tmp_path / "s25"), str(tmp_path / "s25")])

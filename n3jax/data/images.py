@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
+from n3jax.data import imagefile
+
 DATA_ROOT_ENV = "N3JAX_DATA_ROOT"
 # RGB -> gray weights of the N³Net evaluation (PIL convert("L", matrix)).
 GRAY_MATRIX = (0.2989, 0.5870, 0.1140, 0.0)
@@ -26,21 +28,22 @@ class ImageSet:
   folder: str
   pattern: str
   description: str
+  num_images: int  # in the published benchmark (a results table flags fewer)
 
 
 DENOISING_SETS: Dict[str, ImageSet] = {
-    "set12": ImageSet("Set12", "*.png", "12 gray images (7x 256², 5x 512²)"),
-    "bsd68": ImageSet("BSD68", "*.png", "68 gray BSDS500 validation images (481x321)"),
-    "urban100": ImageSet("Urban100", "*.png", "100 RGB urban photos, longest side 1024"),
+    "set12": ImageSet("Set12", "*.png", "12 gray images (7x 256², 5x 512²)", 12),
+    "bsd68": ImageSet("BSD68", "*.png", "68 gray BSDS500 validation images (481x321)", 68),
+    "urban100": ImageSet("Urban100", "*.png", "100 RGB urban photos, longest side 1024", 100),
 }
 
 
 # Super-resolution benchmarks (HR images; LR images are made by bicubic downscaling).
 SR_SETS: Dict[str, ImageSet] = {
-    "set5": ImageSet("Set5/HR", "*.png", "5 RGB images"),
-    "set14": ImageSet("Set14", "*.png", "14 images (13 RGB, bridge gray)"),
-    "bsd100": ImageSet("BSDS500/val", "*.jpg", "the 100 BSDS500 val images (B100)"),
-    "urban100": ImageSet("Urban100", "*.png", "100 RGB urban photos, longest side 1024"),
+    "set5": ImageSet("Set5/HR", "*.png", "5 RGB images", 5),
+    "set14": ImageSet("Set14", "*.png", "14 images (13 RGB, bridge gray)", 14),
+    "bsd100": ImageSet("BSDS500/val", "*.jpg", "the 100 BSDS500 val images (B100)", 100),
+    "urban100": ImageSet("Urban100", "*.png", "100 RGB urban photos, longest side 1024", 100),
 }
 
 
@@ -84,25 +87,25 @@ def _set_files(name: str, sets: Dict[str, ImageSet], root: Optional[str]) -> Lis
 
 
 def load_gray(path: str) -> np.ndarray:
-  """Reads an image as gray float32 ``[H, W]`` in ``[0, 1]``.
+  """Reads an image as gray float32 ``[H, W]`` in ``[0, 1]``, in display orientation.
 
-  RGB images are converted with :data:`GRAY_MATRIX` and rounded to 8 bits, as PIL's
-  ``convert("L", matrix)`` does (the reference's protocol).
+  8-bit RGB images are converted with :data:`GRAY_MATRIX` and rounded to 8 bits, as PIL's
+  ``convert("L", matrix)`` does (the reference's protocol). 16-bit files are scaled by
+  their bit depth (never by their largest value), float TIFFs are taken as they are, alpha
+  is dropped; palette, CMYK and other modes convert as
+  :func:`n3jax.data.imagefile.read_picture` documents.
 
   Raises:
-    ValueError: the file is missing, corrupt or not an image.
+    ValueError: the file is missing, corrupt or not an image (the message names it).
   """
-  try:
-    with Image.open(path) as im:
-      im.load()
-      if im.mode in ("I;16", "I;16B", "I"):
-        arr = np.asarray(im, np.float64)
-        return (arr / (65535.0 if arr.max() > 255 else 255.0)).astype(np.float32)
-      if im.mode != "L":
-        im = im.convert("RGB").convert("L", matrix=GRAY_MATRIX)
-      return np.asarray(im, np.float32) / 255.0
-  except (OSError, SyntaxError, ValueError) as e:
-    raise ValueError(f"cannot read image {path}: {e}") from e
+  color = imagefile.read_picture(path).color
+  if color.dtype == np.uint8:
+    if color.shape[-1] == 3:
+      gray = Image.fromarray(color).convert("L", matrix=GRAY_MATRIX)
+      return np.asarray(gray, np.float32) / 255.0
+    return color[..., 0].astype(np.float32) / 255.0
+  x = imagefile.to_unit(color)
+  return x[..., 0] if x.shape[-1] == 1 else (x @ np.asarray(GRAY_MATRIX[:3], np.float32))
 
 
 def load_denoising_set(name: str, root: Optional[str] = None) -> List[Tuple[str, np.ndarray]]:

@@ -30,7 +30,10 @@ config_flags.DEFINE_config_file("config", None, "experiment config file, or the 
 flags.DEFINE_string("checkpoint", None, "n3jax model directory (see python -m n3jax.convert); "
                     "with an SR config, 'bicubic' evaluates bicubic upsampling")
 flags.DEFINE_list("datasets", None, "benchmarks, e.g. set12,bsd68,urban100 (default: config)")
-flags.DEFINE_string("output", None, "directory for results.json and results.md")
+flags.DEFINE_string("output", None, "directory for results.json and results.md; results "
+                    "already there (same model, σ, seed) are kept and the new sets added")
+flags.DEFINE_bool("overwrite", False, "measure sets again that --output already holds "
+                  "complete, or replace results of another evaluation there")
 flags.mark_flags_as_required(["config", "checkpoint", "output"])
 
 
@@ -43,7 +46,7 @@ def main(argv: Sequence[str]) -> int:
   if task == "sisr" and FLAGS.checkpoint == sisr.BICUBIC:
     sisr.evaluate_sr(None, None, datasets=datasets, scales=list(config.scales),
                      data_root=config.data_root or None, output_dir=FLAGS.output,
-                     run_info={"checkpoint": sisr.BICUBIC})
+                     run_info={"checkpoint": sisr.BICUBIC}, overwrite=FLAGS.overwrite)
     print(open(os.path.join(FLAGS.output, "results.md")).read())
     return 0
   name = read_model_name(FLAGS.checkpoint)
@@ -65,7 +68,7 @@ def main(argv: Sequence[str]) -> int:
   if task == "sisr":
     sisr.evaluate_sr(model, variables, datasets=datasets, scales=list(config.scales),
                      data_root=config.data_root or None, output_dir=FLAGS.output,
-                     run_info=run_info)
+                     run_info=run_info, overwrite=FLAGS.overwrite)
     print(open(os.path.join(FLAGS.output, "results.md")).read())
     return 0
   if meta.get("sigma") is not None and float(meta["sigma"]) != float(config.sigma):
@@ -74,7 +77,7 @@ def main(argv: Sequence[str]) -> int:
   evaluate_denoising(
       model, variables, sigma=config.sigma, datasets=datasets,
       data_root=config.data_root or None, seed=config.seed, output_dir=FLAGS.output,
-      run_info=run_info)
+      run_info=run_info, overwrite=FLAGS.overwrite)
   print(open(os.path.join(FLAGS.output, "results.md")).read())
   return 0
 

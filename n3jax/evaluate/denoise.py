@@ -21,7 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from n3jax.data.images import DENOISING_SETS, load_denoising_set
-from n3jax.data.noise import add_gaussian_noise
+from n3jax.data.noise import add_gaussian_noise, check_sigma
 from n3jax import infer
 from n3jax.evaluate import metrics, report
 
@@ -56,14 +56,28 @@ def evaluate_denoising(model: nn.Module, variables: Mapping[str, Any], *, sigma:
                        datasets: Sequence[str], data_root: Optional[str], seed: int,
                        output_dir: Optional[str] = None,
                        run_info: Optional[Mapping[str, Any]] = None,
-                       progress: bool = True) -> Dict[str, Any]:
+                       progress: bool = True, overwrite: bool = False) -> Dict[str, Any]:
   """Evaluates ``model`` on each set; writes ``results.json`` (after every image) and ``results.md``.
+
+  An ``output_dir`` that already holds results of the same model, σ and seed gets the new
+  sets added; the sets measured before are kept (:func:`report.previous_datasets`; a set
+  measured completely before, or results of another evaluation, need ``overwrite``).
+
+  Raises:
+    ValueError: σ outside (0, 255], or an image with NaN/inf.
+    OutputExistsError: see above (raised before anything is computed).
 
   Returns:
     ``{"datasets": {name: {"mean_psnr", "mean_ssim", "mean_noisy_psnr", "num_images",
     "images": [{"name", "shape", "psnr", "ssim", "noisy_psnr"}]}}, ...run_info}``.
   """
-  results: Dict[str, Any] = {**(run_info or {}), "sigma": sigma, "seed": seed, "datasets": {}}
+  sigma = check_sigma(sigma)
+  run_info = dict(run_info or {})
+  kept = report.previous_datasets(
+      output_dir, {"sigma": sigma, "seed": seed,
+                   "checkpoint_metadata": run_info.get("checkpoint_metadata")},
+      list(datasets), overwrite=overwrite)
+  results: Dict[str, Any] = {**run_info, "sigma": sigma, "seed": seed, "datasets": dict(kept)}
   denoise = make_denoise_fn(model, sigma)
   if output_dir:
     os.makedirs(output_dir, exist_ok=True)
@@ -101,8 +115,7 @@ def evaluate_denoising(model: nn.Module, variables: Mapping[str, Any], *, sigma:
              entry["mean_ssim"])
   if output_dir:
     report.write_json(os.path.join(output_dir, "results.json"), results)
-    with open(os.path.join(output_dir, "results.md"), "w") as f:
-      f.write(results_markdown(results))
+    report.write_text(os.path.join(output_dir, "results.md"), results_markdown(results))
   return results
 
 

@@ -89,17 +89,26 @@ def super_resolve(sr_fn: Optional[Callable], variables: Any, bicubic: np.ndarray
 def evaluate_sr(model: Optional[nn.Module], variables: Optional[Mapping[str, Any]], *,
                 datasets: Sequence[str], scales: Sequence[int], data_root: Optional[str],
                 output_dir: Optional[str] = None, run_info: Optional[Mapping[str, Any]] = None,
-                progress: bool = True) -> Dict[str, Any]:
+                progress: bool = True, overwrite: bool = False) -> Dict[str, Any]:
   """PSNR/SSIM per set and scale; ``model=None`` evaluates bicubic upsampling.
 
-  Writes ``results.json`` (after every image) and ``results.md`` to ``output_dir``.
+  Writes ``results.json`` (after every image) and ``results.md`` to ``output_dir``; sets
+  measured there before (same model and scales) are kept, as in
+  :func:`n3jax.evaluate.denoise.evaluate_denoising`.
 
   Returns:
     ``{"scales", "datasets": {name: {"x2": {"mean_psnr", "mean_ssim", "mean_bicubic_psnr",
     "num_done", "images": [{"name", "shape", "psnr", "ssim", "bicubic_psnr"}]}, ...}}}``.
   """
-  results: Dict[str, Any] = {**(run_info or {}), "task": "sisr", "scales": list(scales),
-                             "model": BICUBIC if model is None else "network", "datasets": {}}
+  run_info = dict(run_info or {})
+  kind = BICUBIC if model is None else "network"
+  kept = report.previous_datasets(
+      output_dir, {"task": "sisr", "scales": list(scales), "model": kind,
+                   "checkpoint_metadata": run_info.get("checkpoint_metadata")},
+      list(datasets), overwrite=overwrite,
+      complete=lambda e: bool(e) and all(report.is_complete(v) for v in e.values()))
+  results: Dict[str, Any] = {**run_info, "task": "sisr", "scales": list(scales),
+                             "model": kind, "datasets": dict(kept)}
   sr_fn = None if model is None else make_sr_fn(model)
   if output_dir:
     os.makedirs(output_dir, exist_ok=True)
@@ -130,8 +139,7 @@ def evaluate_sr(model: Optional[nn.Module], variables: Optional[Mapping[str, Any
                entry["mean_psnr"], entry["mean_ssim"], entry["mean_bicubic_psnr"])
   if output_dir:
     report.write_json(os.path.join(output_dir, "results.json"), results)
-    with open(os.path.join(output_dir, "results.md"), "w") as f:
-      f.write(results_markdown(results))
+    report.write_text(os.path.join(output_dir, "results.md"), results_markdown(results))
   return results
 
 

@@ -1,7 +1,9 @@
 """``python -m n3jax.evaluate.table DIR...``: one Markdown table (sets × σ) from eval.py outputs.
 
 Reads each ``DIR/results.json`` written by ``eval.py`` and prints mean PSNR / SSIM per
-benchmark (rows) and noise level (columns), with the paper's PSNR where known.
+benchmark (rows) and noise level (columns), with the paper's PSNR where known and the
+number of images each mean is over. A mean over fewer images than the published benchmark
+holds (an interrupted run, or a data root with part of the set) is marked **partial**.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import os
 import sys
 from typing import Dict, Optional, Sequence, Tuple
 
+from n3jax.data.images import DENOISING_SETS
+
 # Paper Table 3 (PSNR, dB), Plötz & Roth 2018.
 PAPER_TABLE3 = {
     ("set12", 25): 30.55, ("set12", 50): 27.43, ("set12", 70): 25.90,
@@ -21,16 +25,34 @@ PAPER_TABLE3 = {
 
 
 def collect(dirs: Sequence[str]) -> Dict[Tuple[str, float], Dict]:
-  """``{(dataset, sigma): summary}`` from ``results.json`` files; complete sets only."""
-  cells = {}
+  """``{(dataset, sigma): summary}`` from ``results.json`` files.
+
+  Raises:
+    ValueError: naming a file that is not denoising results, or two files that both
+      hold one cell.
+  """
+  cells, where = {}, {}
   for d in dirs:
     path = os.path.join(d, "results.json") if os.path.isdir(d) else d
     with open(path) as f:
       res = json.load(f)
+    if not isinstance(res, dict) or "sigma" not in res or not isinstance(
+        res.get("datasets"), dict):
+      raise ValueError(f"{path} does not hold denoising results of eval.py")
     for name, e in res["datasets"].items():
-      if e.get("num_done") == e.get("num_images"):
-        cells[(name, float(res["sigma"]))] = e
+      key = (name, float(res["sigma"]))
+      if key in cells:
+        raise ValueError(f"{name} at σ={key[1]:g} is in both {where[key]} and {path}")
+      cells[key], where[key] = e, path
   return cells
+
+
+def image_count(name: str, entry: Dict) -> Tuple[int, int, bool]:
+  """``(images measured, images in the benchmark, partial?)`` of one cell."""
+  done = int(entry.get("num_done") or 0)
+  known = DENOISING_SETS[name].num_images if name in DENOISING_SETS else None
+  full = known or int(entry.get("num_images") or 0)
+  return done, full, done < full or done < int(entry.get("num_images") or 0)
 
 
 def markdown(cells: Dict[Tuple[str, float], Dict]) -> str:
@@ -45,7 +67,12 @@ def markdown(cells: Dict[Tuple[str, float], Dict]) -> str:
       e = cells.get((n, s))
       paper = PAPER_TABLE3.get((n, int(s)))
       ref = f" ({paper:.2f})" if paper is not None else ""
-      row.append(f"{e['mean_psnr']:.2f} / {e['mean_ssim']:.4f}{ref}" if e else "—")
+      if not e or not e.get("num_done"):
+        row.append("—")
+        continue
+      done, full, partial = image_count(n, e)
+      count = f"**partial: {done} of {full} images**" if partial else f"{done} images"
+      row.append(f"{e['mean_psnr']:.2f} / {e['mean_ssim']:.4f}{ref}, {count}")
     lines.append(f"| {n} | " + " | ".join(row) + " |")
   return "\n".join(lines) + "\n"
 

@@ -167,13 +167,13 @@ def check_image(image: Any, *, channels: Optional[int] = None, name: str = "imag
                                         f"give it {channels} channels"))
   if isinstance(image, jax.core.Tracer):
     return
-  x = jnp.asarray(image)
-  finite = int(jnp.count_nonzero(jnp.isfinite(x)))
+  x = np.asarray(image)  # on the host: no compilation per image shape
+  finite = int(np.count_nonzero(np.isfinite(x)))
   if finite != x.size:
     raise ValueError(f"{name} has {x.size - finite} NaN/inf value(s) of {x.size}; a "
                      "network spreads them over its whole receptive field. Replace them "
                      "first (e.g. np.nan_to_num, or inpaint)")
-  lo, hi = float(jnp.min(x)), float(jnp.max(x))
+  lo, hi = float(np.min(x)), float(np.max(x))
   if lo < PLAUSIBLE_RANGE[0] or hi > PLAUSIBLE_RANGE[1]:
     warnings.warn(f"{name} values span [{lo:g}, {hi:g}]; models expect images in [0, 1] "
                   "(plus noise). Is it on a 0-255 scale?", stacklevel=3)

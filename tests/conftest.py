@@ -1,8 +1,38 @@
 """Shared test fixtures. Tests that need ../shared skip cleanly where it is absent."""
 
 import os
+import tempfile
 
 import pytest
+
+# XLA's persistent compilation cache, for this test session only: many tests compile the
+# same computations again (train runs in subprocesses, resumed runs, repeated models), and
+# a cache hit costs milliseconds instead of seconds. Set before any worker or subprocess
+# starts (they inherit it) and before this process compiles anything.
+CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+
+
+_created = []  # the cache folder this process made (and removes at the end)
+
+
+def pytest_configure(config):
+  del config
+  if not os.environ.get(CACHE_ENV):
+    os.environ[CACHE_ENV] = tempfile.mkdtemp(prefix="n3jax-tests-xla-cache-")
+    _created.append(os.environ[CACHE_ENV])
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+  import jax
+  jax.config.update("jax_compilation_cache_dir", os.environ[CACHE_ENV])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+def pytest_unconfigure(config):
+  del config
+  import shutil
+  for path in _created:
+    shutil.rmtree(path, ignore_errors=True)
+    os.environ.pop(CACHE_ENV, None)
 
 SHARED_ENV = "N3JAX_SHARED"
 

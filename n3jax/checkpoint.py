@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import json
 import os
+import sys
 from typing import Any, Dict, List, Mapping, Tuple
 
 import flax.linen as nn
@@ -195,6 +196,33 @@ def _same_but_input_channels(want: Tuple[int, ...], have: Tuple[int, ...]) -> bo
   return (len(want) == len(have) == 4 and want[:2] == have[:2] and want[3] == have[3])
 
 
+def _is_closed_loop_noise(unraisable: Any) -> bool:
+  """The ``Event loop is closed`` errors of tensorstore's read callbacks (reported as
+  unraisable, one per pending read) after orbax gave up on a corrupt checkpoint and
+  closed its event loop."""
+  exc, tb = unraisable.exc_value, unraisable.exc_traceback
+  if not isinstance(exc, RuntimeError) or str(exc) != "Event loop is closed":
+    return False
+  while tb is not None and tb.tb_next is not None:
+    tb = tb.tb_next
+  return tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
+
+
+def quiet_closed_loop_noise() -> None:
+  """Drops :func:`_is_closed_loop_noise` from what ``sys.unraisablehook`` prints (installed
+  once per process; every other report goes through as before). Without it a single
+  truncated file buries the one-line report under hundreds of tracebacks."""
+  previous = sys.unraisablehook
+  if getattr(previous, "_n3jax_quiet", False):
+    return
+
+  def hook(unraisable):
+    if not _is_closed_loop_noise(unraisable):
+      previous(unraisable)
+  hook._n3jax_quiet = True  # type: ignore[attr-defined]
+  sys.unraisablehook = hook
+
+
 def load_model(directory: str | os.PathLike, **override_kwargs: Any
                ) -> Tuple[nn.Module, Dict[str, Any], Dict[str, Any]]:
   """Reads a directory written by :func:`save_model`, checking it on the way.
@@ -221,6 +249,7 @@ def load_model(directory: str | os.PathLike, **override_kwargs: Any
   except (TypeError, ValueError) as e:
     raise ModelFileError(f"{os.path.join(directory, MODEL_SPEC_FILE)}: {e}") from None
   var_dir = os.path.join(directory, VARIABLES_DIR)
+  quiet_closed_loop_noise()
   try:
     variables = ocp.StandardCheckpointer().restore(var_dir)
   except Exception as e:  # noqa: BLE001 - missing, truncated or corrupt files of any kind

@@ -86,10 +86,12 @@ def output_path(path: str, out_dir: Optional[str]) -> str:
 
 
 def _same_file(a: str, b: str) -> bool:
+  if os.path.abspath(a) == os.path.abspath(b):
+    return True
   try:
     return os.path.samefile(a, b)
   except OSError:
-    return os.path.abspath(a) == os.path.abspath(b)
+    return False
 
 
 def denoise_picture(picture: imagefile.Picture, models: Models, sigma: Optional[float], *,
@@ -117,6 +119,9 @@ def denoise_picture(picture: imagefile.Picture, models: Models, sigma: Optional[
         progress(c * total + done, channels * total)
     out[..., c] = infer.restore_large(model, variables, color[..., c], block=block, tile=tile,
                                       progress=step)
+  if not np.isfinite(out).all():
+    raise FloatingPointError(f"the model ({models.sources[chosen][1]}) produced NaN/inf; its "
+                             "weights are broken (nothing written)")
   samples = imagefile.from_unit(out, picture.samples.dtype)
   if picture.has_alpha:
     samples = np.concatenate([samples, picture.samples[..., -1:]], axis=-1)
@@ -131,8 +136,9 @@ def parse_sigma(text: str) -> Optional[float]:
     return None
   try:
     return check_sigma(text, name="--sigma")
-  except ValueError as e:
-    raise argparse.ArgumentTypeError(f"{e} or 'auto'") from None
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be 'auto' or a number in (0, 255] on the 0-255 "
+                                     f"scale (e.g. 25), got {text!r}") from None
 
 
 def _positive(text: str) -> int:
@@ -182,12 +188,18 @@ def main(argv: Optional[List[str]] = None) -> int:
 
   failures = 0
   written = set()  # outputs of this run: a later input may not replace them
-  quiet = args.no_progress
-  files = tqdm(args.images, desc="images", unit="image", disable=quiet or len(args.images) < 2)
+  # Inputs are the files that exist now: one made by this run is not read as an input.
+  present = {os.path.abspath(p) for p in args.images if os.path.isfile(p)}
+  # Progress bars only on a terminal (None: tqdm decides), so that a redirected stderr
+  # holds one line per error.
+  bars = True if args.no_progress else None
+  files = tqdm(args.images, desc="images", unit="image",
+               disable=True if len(args.images) < 2 else bars)
   for path in files:
     start = time.perf_counter()
     target = output_path(path, args.out)
-    blocks = tqdm(total=1, desc=os.path.basename(path), unit="block", leave=False, disable=quiet)
+    blocks = tqdm(total=1, desc=os.path.basename(path), unit="block", leave=False,
+                  disable=bars)
 
     def progress(done, total):
       blocks.total = total
@@ -195,7 +207,11 @@ def main(argv: Optional[List[str]] = None) -> int:
       blocks.refresh()
 
     try:
-      if any(_same_file(target, p) for p in args.images if os.path.exists(p)):
+      if os.path.isdir(path):
+        raise imagefile.ImageFileError(f"{path} is a folder, not an image")
+      if os.path.abspath(path) not in present:
+        raise imagefile.ImageFileError(f"{path}: no such file")
+      if any(_same_file(target, p) for p in args.images):
         raise OutputExistsError(f"{target} is an input (never overwritten)")
       if os.path.abspath(target) in written:
         raise OutputExistsError(f"{target} was written from another input of this run")
@@ -218,6 +234,7 @@ def main(argv: Optional[List[str]] = None) -> int:
       return 130
     except Exception as e:  # one line per failed file; the others go on
       failures += 1
+      blocks.close()
       if args.debug:
         traceback.print_exc()
       message = str(e).replace("\n", " ")
@@ -225,7 +242,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             file=sys.stderr)
     finally:
       blocks.close()
-  if failures:
+  if failures and len(args.images) > 1:
     print(f"{failures} of {len(args.images)} images failed", file=sys.stderr)
   return 1 if failures else 0
 

@@ -159,6 +159,8 @@ def check_image(image: Any, *, channels: Optional[int] = None, name: str = "imag
   shape = np.shape(image)
   if len(shape) not in (2, 3, 4):
     raise ValueError(f"{name} must be [H, W], [H, W, C] or [B, H, W, C], got shape {shape}")
+  if 0 in shape:
+    raise ValueError(f"{name} is empty (shape {shape})")
   have = 1 if len(shape) == 2 else shape[-1]
   if channels is not None and have != channels:
     raise ValueError(f"{name} has {have} channel(s) (shape {shape}) but the model takes "

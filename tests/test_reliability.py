@@ -472,3 +472,33 @@ def test_clis_print_one_line_and_a_traceback_only_with_debug(small_dncnn, tmp_pa
     assert code in (1, 2) and len(lines) == 1 and message in lines[0], (args, err[-2000:])
   code, err = run(*cases[0][0], "--debug")
   assert code == 1 and "Traceback" in err and "ConfigError" in err
+
+
+def test_denoise_cli_refuses_broken_weights_and_inputs_that_did_not_exist(small_dncnn, tmp_path,
+                                                                          capsys):
+  from n3jax import denoise
+  _, _, variables = small_dncnn
+  huge = jax.tree_util.tree_map(lambda x: np.full_like(np.asarray(x), 1e30), variables)
+  save_model(tmp_path / "huge", huge, name="dncnn17", kwargs={"depth": 3, "features": 4})
+  photo = tmp_path / "y_denoised.png"
+  Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24), dtype=np.uint8)).save(photo)
+  run = [str(photo), "--sigma", "25", "--no-progress"]
+  assert denoise.main(run + ["--checkpoint", str(tmp_path / "huge")]) == 1
+  assert "produced NaN/inf" in capsys.readouterr().err
+  assert not (tmp_path / "y_denoised_denoised.png").exists()
+  # The second "input" would only exist as the first one's output: not read as an input.
+  folder, _, _ = small_dncnn
+  later = str(tmp_path / "y_denoised_denoised.png")
+  assert denoise.main(run[:1] + [later] + run[1:] + ["--checkpoint", folder]) == 1
+  err = capsys.readouterr().err
+  assert "is an input (never overwritten)" in err and f"{later}: no such file" in err
+  assert not (tmp_path / "y_denoised_denoised_denoised.png").exists()
+
+
+def test_converter_refuses_an_impossible_sigma(tmp_path, capsys):
+  from n3jax.convert.__main__ import main
+  for sigma in ("nan", "inf", "-1", "0", "1e9"):
+    with pytest.raises(SystemExit):
+      main([str(tmp_path / "any.t7"), "--out", str(tmp_path / "o"), "--sigma", sigma])
+    assert "must be in (0, 255]" in capsys.readouterr().err
+  assert not (tmp_path / "o").exists()

@@ -17,9 +17,18 @@ import sys
 
 from n3jax import pretrained
 from n3jax.cli_errors import one_line_errors
+from n3jax.atomic import OutputExistsError
 from n3jax.checkpoint import MODEL_SPEC_FILE, save_model
+from n3jax.data.noise import check_sigma
 from n3jax.convert.n3net import convert_official
 from n3jax.convert.torch_legacy import CorruptCheckpointError, UnsafeCheckpointError
+
+
+def _sigma(text: str) -> float:
+  try:
+    return check_sigma(text, name="--sigma")
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e).replace("--sigma ", "", 1)) from None
 
 
 def main(argv=None) -> int:
@@ -30,7 +39,7 @@ def main(argv=None) -> int:
   where.add_argument("--out", help="directory to write the n3jax model to")
   where.add_argument("--install", action="store_true",
                      help=f"write to the model folder ({pretrained.model_dir()})")
-  parser.add_argument("--sigma", type=float,
+  parser.add_argument("--sigma", type=_sigma,
                       help="noise level the weights were trained for, when the file does not tell")
   parser.add_argument("--overwrite", action="store_true",
                       help="replace an existing non-empty destination")
@@ -72,8 +81,11 @@ def _convert(args: argparse.Namespace) -> int:
     return 1
   try:
     save_model(out, variables, name="n3net", metadata=metadata, overwrite=args.overwrite)
-  except OSError as e:  # OutputExistsError included
+  except OutputExistsError as e:
     print(f"error: {e}", file=sys.stderr)
+    return 1
+  except OSError as e:  # e.g. a parent that is a file, or a folder not writable
+    print(f"error: --out {out}: cannot write there ({e.strerror or e})", file=sys.stderr)
     return 1
   if not metadata["official"]:
     print("warning: sha256 does not match any official N³Net checkpoint", file=sys.stderr)

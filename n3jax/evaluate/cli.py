@@ -15,6 +15,7 @@ import sys
 from typing import Optional, Sequence
 
 from absl import flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from n3jax.entry import run_app
@@ -39,7 +40,9 @@ flags.mark_flags_as_required(["config", "checkpoint", "output"])
 
 def main(argv: Sequence[str]) -> int:
   del argv
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+  # Our progress at INFO; the libraries' (orbax, tfds) chatter only from WARNING up.
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  logging.getLogger("n3jax").setLevel(logging.INFO)
   config = FLAGS.config
   task = config.get("task", "denoise")
   datasets = FLAGS.datasets or list(config.eval_datasets)

@@ -83,6 +83,8 @@ def previous_datasets(output_dir: Optional[str], identity: Mapping[str, Any],
     OutputExistsError: as above; the message names the file and what differs.
   """
   path = os.path.join(output_dir, RESULTS_FILE) if output_dir else None
+  if output_dir and os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise OutputExistsError(f"--output {output_dir} is a file, not a folder")
   if path is None or not os.path.exists(path):
     return {}
   try:

@@ -34,8 +34,12 @@ def collect(dirs: Sequence[str]) -> Dict[Tuple[str, float], Dict]:
   cells, where = {}, {}
   for d in dirs:
     path = os.path.join(d, "results.json") if os.path.isdir(d) else d
-    with open(path) as f:
-      res = json.load(f)
+    try:
+      with open(path) as f:
+        res = json.load(f)
+    except (OSError, ValueError) as e:
+      raise ValueError(f"{path}: not readable results ({getattr(e, 'strerror', None) or e})"
+                       ) from None
     if not isinstance(res, dict) or "sigma" not in res or not isinstance(
         res.get("datasets"), dict):
       raise ValueError(f"{path} does not hold denoising results of eval.py")

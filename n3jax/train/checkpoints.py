@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from typing import Any, List, Mapping, Optional, Tuple
 
@@ -25,7 +24,7 @@ import orbax.checkpoint as ocp
 from flax import serialization
 
 from n3jax.atomic import atomic_file
-from n3jax.checkpoint import non_finite_leaves, tree_shapes
+from n3jax.checkpoint import non_finite_leaves, quiet_closed_loop_noise, tree_shapes
 
 log = logging.getLogger(__name__)
 
@@ -150,33 +149,6 @@ def restore_latest(manager: ocp.CheckpointManager, template: Any) -> Optional[An
   return None
 
 
-def _is_closed_loop_noise(unraisable: Any) -> bool:
-  """The ``Event loop is closed`` errors of tensorstore's read callbacks (reported as
-  unraisable, one per pending read) after orbax gave up on a corrupt checkpoint and
-  closed its event loop."""
-  exc, tb = unraisable.exc_value, unraisable.exc_traceback
-  if not isinstance(exc, RuntimeError) or str(exc) != "Event loop is closed":
-    return False
-  while tb is not None and tb.tb_next is not None:
-    tb = tb.tb_next
-  return tb is not None and tb.tb_frame.f_code.co_name == "_check_closed"
-
-
-def _quiet_closed_loop_noise() -> None:
-  """Drops :func:`_is_closed_loop_noise` from what ``sys.unraisablehook`` prints (installed
-  once per process; every other report goes through as before). Without it a single
-  truncated file buries the one-line report under hundreds of tracebacks."""
-  previous = sys.unraisablehook
-  if getattr(previous, "_n3jax_quiet", False):
-    return
-
-  def hook(unraisable):
-    if not _is_closed_loop_noise(unraisable):
-      previous(unraisable)
-  hook._n3jax_quiet = True  # type: ignore[attr-defined]
-  sys.unraisablehook = hook
-
-
 def _try_restore(manager: ocp.CheckpointManager, step: int, target: Any
                  ) -> Tuple[Optional[str], Any]:
   """``(None, tree)``, or ``(why the checkpoint is unusable, None)``."""
@@ -192,7 +164,7 @@ def _try_restore(manager: ocp.CheckpointManager, step: int, target: Any
       raise WorkdirMismatchError(
           f"the checkpoints in {manager.directory} hold another model than the config's "
           f"(parameters that differ: {_describe(diff)}). Use another --workdir.")
-  _quiet_closed_loop_noise()
+  quiet_closed_loop_noise()
   try:
     tree = manager.restore(step, args=ocp.args.StandardRestore(target))
   except Exception as e:  # noqa: BLE001 - truncated or corrupt files of any kind

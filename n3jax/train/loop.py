@@ -235,7 +235,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     raise ValueError(f"config.task must be one of {TASKS}, got {task!r}")
   validate_config(config)
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise OSError(f"--workdir {workdir}: cannot make the folder ({e.strerror or e})") from None
   maybe_initialize_distributed(config)
   process, num_processes = jax.process_index(), jax.process_count()
   num_local = jax.local_device_count()

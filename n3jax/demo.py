@@ -107,6 +107,8 @@ def main(argv=None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
   check_sigma(args.sigma, name="--sigma")
+  if os.path.splitext(args.out)[1].lower() not in Image.registered_extensions():
+    raise ValueError(f"--out {args.out}: not an image file name (use e.g. .png)")
   if args.image and os.path.exists(args.out) and os.path.samefile(args.image, args.out):
     raise OutputExistsError(f"--out {args.out} is the input image (never overwritten)")
   if os.path.lexists(args.out) and not (args.overwrite or written_by_demo(args.out)):
@@ -155,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
   print(f"PSNR noisy {p_noisy:.2f} dB -> denoised {p_pred:.2f} dB "
         f"({ssim}{seconds:.1f} s incl. compile)")
   panel = np.concatenate([clean, np.asarray(noisy), np.asarray(pred)], axis=1)
-  fmt = Image.registered_extensions().get(os.path.splitext(args.out)[1].lower(), "PNG")
+  fmt = Image.registered_extensions()[os.path.splitext(args.out)[1].lower()]
   extra = {}
   if fmt == "PNG":
     from PIL import PngImagePlugin

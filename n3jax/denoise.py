@@ -110,6 +110,9 @@ def denoise_picture(picture: imagefile.Picture, models: Models, sigma: Optional[
   chosen = models.pick(request)
   if models.sources[chosen][0] != "checkpoint" and request < TOO_CLEAN * chosen:
     notes.append(f"looks cleaner than the σ={chosen:g} model expects; it may oversmooth")
+  elif chosen > 0 and not TOO_CLEAN * chosen <= request <= chosen / TOO_CLEAN:
+    notes.append(f"the model was trained for σ={chosen:g}, not σ={request:g}: expect a poor "
+                 "result")
   model, variables = models.get(chosen)
   channels = color.shape[-1]
   out = np.empty_like(color)

@@ -12,8 +12,9 @@ from typing import Callable, Optional, Sequence
 
 from absl import app, flags
 
-from n3jax.cli_errors import DEBUG_FLAG, EXIT_ERROR, error_line, one_line_errors
+from n3jax.cli_errors import DEBUG_FLAG, EXIT_ERROR, one_line_errors
 from n3jax.configs import resolve_config_flags
+
 
 def run_app(main: Callable[[Sequence[str]], int], module: ModuleType,
             argv: Optional[Sequence[str]] = None) -> None:

@@ -7,9 +7,9 @@ resumes from the newest good checkpoint in ``WORKDIR/checkpoints`` (setting asid
 unreadable or non-finite ones), saves every ``config.checkpoint_every`` steps, at the end,
 and on SIGTERM/SIGINT before exiting, and stops with an error on a non-finite loss or
 state (which is never saved). The host runs at most :data:`MAX_STEPS_IN_FLIGHT` steps
-ahead of the device, so that a signal is answered within about two steps. It writes TensorBoard events, ``metrics.json``
-(the latest validation) and, at the end, ``WORKDIR/model`` (an n3jax model directory that
-``eval.py --checkpoint`` reads).
+ahead of the device, so that a signal is answered within about two steps. It writes
+TensorBoard events, ``metrics.json`` (the latest validation) and, at the end,
+``WORKDIR/model`` (an n3jax model directory that ``eval.py --checkpoint`` reads).
 """
 
 from __future__ import annotations
@@ -240,6 +240,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   except OSError as e:
     raise OSError(f"--workdir {workdir}: cannot make the folder ({e.strerror or e})") from None
   maybe_initialize_distributed(config)
+  checkpoints.check_workdir_model(workdir, config.model.name, config.model.kwargs)
   process, num_processes = jax.process_index(), jax.process_count()
   num_local = jax.local_device_count()
   num_devices = jax.device_count()
@@ -279,7 +280,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   state = create_train_state(model, tx, key=jax.random.PRNGKey(config.train_seed),
                              image_shape=(config.crop_size, config.crop_size, model_channels),
                              init_variables=_init_variables(config))
-  checkpoints.check_workdir_model(workdir, config.model.name, config.model.kwargs)
   manager = checkpoints.make_manager(workdir, keep=config.keep_checkpoints)
   restored = checkpoints.restore_latest(manager, state)
   if restored is not None:

@@ -196,6 +196,12 @@ def _same_but_input_channels(want: Tuple[int, ...], have: Tuple[int, ...]) -> bo
   return (len(want) == len(have) == 4 and want[:2] == have[:2] and want[3] == have[3])
 
 
+def first_line(e: BaseException) -> str:
+  """``"<Type>: <first line of the message>"`` (at most 300 characters of it)."""
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
 def _is_closed_loop_noise(unraisable: Any) -> bool:
   """The ``Event loop is closed`` errors of tensorstore's read callbacks (reported as
   unraisable, one per pending read) after orbax gave up on a corrupt checkpoint and
@@ -253,9 +259,7 @@ def load_model(directory: str | os.PathLike, **override_kwargs: Any
   try:
     variables = ocp.StandardCheckpointer().restore(var_dir)
   except Exception as e:  # noqa: BLE001 - missing, truncated or corrupt files of any kind
-    text = str(e).strip().splitlines()
-    raise ModelFileError(f"{var_dir}: unreadable variables ({type(e).__name__}: "
-                         f"{text[0][:300] if text else ''})") from None
+    raise ModelFileError(f"{var_dir}: unreadable variables ({first_line(e)})") from None
   variables = dict(variables)
   check_variables(model, variables, where=var_dir)
   metadata = {**spec["metadata"], "model_name": spec["model"]["name"]}

@@ -24,7 +24,8 @@ import orbax.checkpoint as ocp
 from flax import serialization
 
 from n3jax.atomic import atomic_file
-from n3jax.checkpoint import non_finite_leaves, quiet_closed_loop_noise, tree_shapes
+from n3jax.checkpoint import (first_line, non_finite_leaves, quiet_closed_loop_noise,
+                              tree_shapes)
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def _try_restore(manager: ocp.CheckpointManager, step: int, target: Any
     stored = manager.item_metadata(step)
     stored = getattr(stored, "tree", stored)
   except Exception as e:  # noqa: BLE001 - any unreadable metadata makes it unusable
-    return f"unreadable metadata: {_first_line(e)}", None
+    return f"unreadable metadata: {first_line(e)}", None
   if stored is not None:
     have, want = tree_shapes(stored), tree_shapes(target)
     if set(have) != set(want) or any(have[k] != want[k] for k in want):
@@ -168,13 +169,8 @@ def _try_restore(manager: ocp.CheckpointManager, step: int, target: Any
   try:
     tree = manager.restore(step, args=ocp.args.StandardRestore(target))
   except Exception as e:  # noqa: BLE001 - truncated or corrupt files of any kind
-    return f"unreadable: {_first_line(e)}", None
+    return f"unreadable: {first_line(e)}", None
   bad = non_finite_leaves(tree)
   if bad:
     return f"non-finite values in {_describe(bad)}", None
   return None, tree
-
-
-def _first_line(e: BaseException) -> str:
-  text = str(e).strip().splitlines()
-  return f"{type(e).__name__}: {text[0][:300] if text else ''}"

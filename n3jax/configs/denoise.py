@@ -89,6 +89,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   # "light" and the ablations fix num_dncnns=2 in the registry); smoke shrinks some.
   paper = {k: PAPER_N3NET[k] for k in N3_KNOBS} if name not in ("dncnn17", "dncnn18") else {}
   config.model.kwargs = ml_collections.ConfigDict({**paper, **(smoke_kwargs if smoke else {})})
+  # Precision of the convolutions, training and eval.py: "float32" or "bfloat16" (mixed:
+  # parameters, optimizer, BN statistics, the non-local part and outputs stay float32;
+  # see n3jax.nn.precision). Not stored with an exported model: choose it at load time.
+  config.dtype = "float32"
   # Noise standard deviation on the 0-255 scale (training and evaluation).
   config.sigma = 25.0
   # Seed of the evaluation/validation noise (each image's key is folded from it and its

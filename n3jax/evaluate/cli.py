@@ -20,6 +20,7 @@ from ml_collections import config_flags
 
 from n3jax.entry import run_app
 from n3jax.checkpoint import load_model, read_model_name
+from n3jax.nn.precision import compute_dtype
 from n3jax.nn import model_fields
 from n3jax.evaluate import sisr
 from n3jax.evaluate.denoise import evaluate_denoising
@@ -58,7 +59,10 @@ def main(argv: Sequence[str]) -> int:
                      f"asks for {config.model.name!r} (set --config.model.name)")
   # Inference-only knobs, for the models that have them.
   inference = {k: v for k, v in (("query_chunk", config.query_chunk),
-                                 ("tile", config.tile or None)) if k in model_fields(name)}
+                                 ("tile", config.tile or None),
+                                 ("dtype", compute_dtype(config.get("dtype", "float32"),
+                                                         field="config.dtype")))
+               if k in model_fields(name)}
   # The architecture is the checkpoint's (its model.json); the config may only change
   # inference knobs. A config that describes another architecture is reported, not applied.
   model, variables, meta = load_model(FLAGS.checkpoint, **inference)

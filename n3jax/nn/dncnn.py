@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from n3jax.nn.layers import BN_MOMENTUM, batch_norm, conv
 
@@ -22,6 +23,8 @@ class DnCNN(nn.Module):
     depth: number of conv layers (the reference's N³Net uses 6, DnCNN-17 uses 17).
     zero_init_out: initialize the last conv to zero, so that a residual network starts
       as the identity (our choice for the SR models: training starts at bicubic quality).
+    dtype: computation dtype of the convolutions (``None``: the input's; see
+      :mod:`n3jax.nn.precision`). The output is in the input's dtype or wider.
   """
   out_channels: int
   features: int = 64
@@ -51,6 +54,9 @@ class DnCNN(nn.Module):
     y = conv(self.out_channels, self.kernel_size, use_bias=True, name="conv_out",
              dtype=self.dtype,
              kernel_init=nn.initializers.zeros if self.zero_init_out else None)(h)
+    # The output (and the residual sum) is in the input's precision, even when the
+    # convolutions run in bfloat16.
+    y = y.astype(jnp.promote_types(y.dtype, x.dtype))
     if self.residual:
       c = min(x.shape[-1], self.out_channels)
       y = y.at[..., :c].add(x[..., :c].astype(y.dtype))

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from n3jax import ops
 from n3jax.nn.dncnn import EmbeddingCNN
 from n3jax.nn.layers import BN_MOMENTUM, DISTANCE_BN_MOMENTUM, batch_norm
+from n3jax.nn.precision import at_least_float32
 
 
 SELECTIONS = ("continuous", "hard", "concrete")
@@ -42,6 +43,8 @@ class N3Block(nn.Module):
       when ``train=True`` and is the deterministic relaxation otherwise). These are the
       ablations of paper Table 1.
     conv_only: benchmark stand-in, see :meth:`_conv_only_standin` (not a model).
+    dtype: computation dtype of the embedding and temperature CNNs (e.g. bfloat16, see
+      :mod:`n3jax.nn.precision`); the non-local part always runs in at least float32.
   """
   k: int = 7
   patch_size: int = 10
@@ -86,6 +89,9 @@ class N3Block(nn.Module):
       embed = EmbeddingCNN(self.embed_channels, self.embed_features, self.embed_depth,
                            bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
                            dtype=self.dtype, name="embedcnn")(x, train=train)
+    # Distances, the relaxation and the aggregation run in at least float32, also when
+    # the CNNs compute in bfloat16 (`dtype`): bfloat16 distances lose the neighbour order.
+    embed = at_least_float32(embed)
 
     if self.conv_only:
       return self._conv_only_standin(x, embed, train)
@@ -125,6 +131,7 @@ class N3Block(nn.Module):
       log_temp = EmbeddingCNN(1, self.embed_features, self.embed_depth,
                               bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
                               dtype=self.dtype, name="tempcnn")(x, train=train)
+      log_temp = at_least_float32(log_temp)
       # Per-query temperature: mean log-temperature over the patch (zero padding included).
       log_t = patches(log_temp).reshape(b, m, -1).mean(axis=-1) + math.log(self.temp_bias)
       temperature = jnp.exp(log_t)
@@ -243,20 +250,21 @@ class N3SetBlock(nn.Module):
                             dtype=self.dtype, param_dtype=self.param_dtype)
     embed = mlp(self.embed_channels, name="embed")(items)
     log_t = mlp(1, name="temp")(items)[..., 0]
-    compute = jnp.promote_types(log_t.dtype, jnp.float32)
-    temperature = jnp.exp(log_t.astype(compute) + math.log(self.temp_bias))
-    embed = embed.astype(compute)  # float16 squared distances would overflow to inf
-    logits = -ops.pairwise_sq_distances(embed, embed)  # [..., N, N]
+    temperature = jnp.exp(at_least_float32(log_t) + math.log(self.temp_bias))
+    embed = at_least_float32(embed)  # float16 squared distances would overflow to inf
     candidates = ops.exclude_self_mask(n) if self.exclude_self else None
     if mask is not None:
       valid_cand = mask[..., None, :]
       candidates = valid_cand if candidates is None else candidates & valid_cand
-    weights = ops.continuous_knn_weights(logits, temperature, k=self.k, mask=candidates)
-    volumes = ops.aggregate(weights, items.astype(weights.dtype))  # [..., N, k, C]
+    # Distances, weights and aggregation fused (no [..., N, N, k] weights held).
+    volumes = ops.neural_nearest_neighbors(embed, embed, items.astype(embed.dtype),
+                                           temperature, k=self.k, mask=candidates)
     if self.residual:
       volumes = volumes - items[..., None, :].astype(volumes.dtype)
     # Missing neighbours (fewer than j candidates) and masked items contribute 0.
-    present = jnp.sum(weights, axis=-2) > 0  # [..., N, k]
+    num_candidates = (jnp.full(x.shape[:-1], n) if candidates is None else
+                      jnp.sum(jnp.broadcast_to(candidates, x.shape[:-1] + (n,)), axis=-1))
+    present = jnp.arange(self.k) < num_candidates[..., None]  # [..., N, k]
     if mask is not None:
       present = present & mask[..., None]
     volumes = jnp.where(present[..., None], volumes, 0)

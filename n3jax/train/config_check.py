@@ -15,6 +15,7 @@ import ml_collections
 
 from n3jax.data.noise import check_sigma
 from n3jax.nn import model_fields
+from n3jax.nn.precision import compute_dtype
 
 EVERY_FIELDS = ("log_every", "checkpoint_every", "val_every")
 
@@ -60,6 +61,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if unknown:
     raise ConfigError(f"config.model.kwargs {unknown} are not attributes of model {name!r} "
                       f"(it has {sorted(fields)})")
+  if "dtype" in config.model.kwargs:
+    raise ConfigError("config.model.kwargs.dtype: set the compute precision with "
+                      "config.dtype instead")
+  try:
+    compute_dtype(config.get("dtype", "float32"), field="config.dtype")
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   _integer(config, "batch_size", minimum=1)
   _integer(config, "crop_size", minimum=1)
   _integer(config, "keep_checkpoints", minimum=1)

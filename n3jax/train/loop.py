@@ -38,6 +38,7 @@ from n3jax.evaluate import metrics as metrics_lib
 from n3jax.evaluate import sisr
 from n3jax.evaluate.denoise import image_key, make_denoise_fn
 from n3jax.nn import create_model, model_fields
+from n3jax.nn.precision import compute_dtype
 from n3jax.train import checkpoints, optim
 from n3jax.train.config_check import validate_config
 from n3jax.train.state import TrainState, create_train_state
@@ -271,8 +272,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   model_channels = 1 if task == "sisr" else config.channels
   # BatchNorm statistics are averaged over all devices (models without BN ignore this).
   sync_bn = {"bn_axis_name": AXIS} if "bn_axis_name" in model_fields(config.model.name) else {}
-  model = create_model(config.model.name, **config.model.kwargs, **sync_bn)
-  eval_model = create_model(config.model.name, **config.model.kwargs)
+  precision = {"dtype": compute_dtype(config.get("dtype", "float32"))}
+  model = create_model(config.model.name, **config.model.kwargs, **sync_bn, **precision)
+  eval_model = create_model(config.model.name, **config.model.kwargs, **precision)
   tx = optim.make_optimizer(config)
   schedule = optim.learning_rate_schedule(
       learning_rate=config.learning_rate, total_decay=config.lr_total_decay,

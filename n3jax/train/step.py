@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from n3jax.data.noise import PIXEL_SCALE
+from n3jax.nn.precision import at_least_float32
 from n3jax.train.state import TrainState
 
 AXIS = "batch"
@@ -29,7 +30,7 @@ MIN_MSE = 1e-10  # floor of the training-PSNR metric's MSE: 100 dB
 def denoising_loss(pred: jax.Array, clean: jax.Array) -> jax.Array:
   """Per-image reference loss (used for every task) ``0.5 · Σ (pred − clean)² · 1600 / (H·W)``, ``[B]``."""
   h, w = clean.shape[1:3]
-  sq = jnp.sum(jnp.square(pred.astype(jnp.promote_types(pred.dtype, jnp.float32)) - clean),
+  sq = jnp.sum(jnp.square(at_least_float32(pred) - clean),
                axis=(1, 2, 3))
   return 0.5 * sq * (REFERENCE_LOSS_PIXELS / (h * w))
 

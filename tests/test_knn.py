@@ -259,3 +259,88 @@ def test_check_grads_on_the_relaxation(masked):
       assert not bool(mask.all())
     fn = lambda l, t: ops.continuous_knn_weights(l, t, k=3, mask=mask)
     check_grads(fn, (logits, temperature), order=1, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("spread", [0.5, 5.0, 40.0])
+def test_relaxation_step_equals_log1mexp_of_log_softmax_with_its_guard(spread):
+  """The fused step (2 transcendentals per entry) is the reference's composition."""
+  from n3jax.ops.knn import _softmax_and_log_rest
+  with jax.enable_x64(True):
+    alpha = spread * jax.random.normal(jax.random.PRNGKey(4), (5, 12), dtype=jnp.float64)
+    alpha = alpha.at[0, 3].set(200.0)  # a top weight that rounds to 1: log(1 − w) = -inf
+    valid = jnp.ones(alpha.shape, bool)
+
+    def reference(a):
+      log_w = jax.nn.log_softmax(a, axis=-1)
+      return jnp.exp(log_w), ops.log1mexp(log_w)
+
+    probe = jax.random.normal(jax.random.PRNGKey(5), (2,) + alpha.shape, dtype=jnp.float64)
+
+    def loss(fn, a):
+      w, log_rest = fn(a)
+      return jnp.sum(w * probe[0]) + jnp.sum(jnp.where(jnp.isfinite(log_rest), log_rest, 0)
+                                             * probe[1])
+
+    (w, lr), (w_ref, lr_ref) = _softmax_and_log_rest(alpha, valid), reference(alpha)
+    np.testing.assert_allclose(np.asarray(w), np.asarray(w_ref), rtol=1e-12, atol=1e-300)
+    np.testing.assert_array_equal(np.isfinite(lr), np.isfinite(lr_ref))
+    assert not bool(np.isfinite(lr[0, 3]))
+    finite = np.isfinite(np.asarray(lr_ref))
+    np.testing.assert_allclose(np.asarray(lr)[finite], np.asarray(lr_ref)[finite], rtol=1e-9)
+    g = jax.grad(lambda a: loss(lambda b: _softmax_and_log_rest(b, valid), a))(alpha)
+    g_ref = jax.grad(lambda a: loss(reference, a))(alpha)
+    assert bool(jnp.isfinite(g).all())
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_neighbours_equal_weights_then_aggregate_in_value_and_gradient(masked):
+  """neural_nearest_neighbors (all pairs, fused per chunk) against the two-call form."""
+  with jax.enable_x64(True):
+    keys = jax.random.split(jax.random.PRNGKey(6), 5)
+    q = jax.random.normal(keys[0], (2, 37, 5), dtype=jnp.float64)
+    c = jax.random.normal(keys[1], (2, 23, 5), dtype=jnp.float64)
+    v = jax.random.normal(keys[2], (2, 23, 3), dtype=jnp.float64)
+    t = jnp.exp(jax.random.normal(keys[3], (2, 37), dtype=jnp.float64))
+    mask = jax.random.bernoulli(keys[4], 0.7, (2, 37, 23)) if masked else None
+    g = jax.random.normal(keys[4], (2, 37, 4, 3), dtype=jnp.float64)
+
+    def two_calls(q, c, v, t):
+      w = ops.continuous_knn_weights(-ops.pairwise_sq_distances(q, c), t, k=4, mask=mask)
+      return ops.aggregate(w, v)
+
+    def fused(q, c, v, t):  # 37 queries in chunks of 8: the last chunk is padded
+      return ops.neural_nearest_neighbors(q, c, v, t, k=4, mask=mask, query_chunk=8)
+
+    np.testing.assert_allclose(np.asarray(fused(q, c, v, t)), np.asarray(two_calls(q, c, v, t)),
+                               rtol=1e-10, atol=1e-12)
+    grads = [jax.grad(lambda *a, f=f: jnp.vdot(f(*a), g), argnums=(0, 1, 2, 3))(q, c, v, t)
+             for f in (fused, two_calls)]
+    for a, b in zip(*grads):
+      assert bool(jnp.isfinite(a).all())
+      # Chunked distances round differently (1e-16); where a top weight is within 1e-9
+      # of 1, log1mexp's log(−expm1(log w)) turns that into 1e-7 (the same in both).
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-10)
+
+
+def test_fused_neighbours_memory_does_not_grow_with_the_queries():
+  """XLA's temp memory of the fused forward + backward is bounded by a chunk of queries,
+  where the two-call form holds the [M, N, k] weights (and more for the backward)."""
+  n, k = 2048, 8
+
+  def temp_mib(fn, m):
+    q, c, v = jnp.zeros((m, 16)), jnp.zeros((n, 16)), jnp.zeros((n, 32))
+    grad = jax.grad(lambda *a: jnp.sum(fn(*a)), argnums=(0, 1, 2))
+    analysis = jax.jit(grad).lower(q, c, v).compile().memory_analysis()
+    if analysis is None:
+      pytest.skip("this backend reports no memory analysis")
+    return analysis.temp_size_in_bytes / 2 ** 20
+
+  fused = lambda q, c, v: ops.neural_nearest_neighbors(q, c, v, 1e-2, k=k)
+  two_calls = lambda q, c, v: ops.aggregate(
+      ops.continuous_knn_weights(-ops.pairwise_sq_distances(q, c), 1e-2, k=k), v)
+  small, large = temp_mib(fused, 512), temp_mib(fused, 2048)
+  two_small, two_large = temp_mib(two_calls, 512), temp_mib(two_calls, 2048)
+  assert two_large > 3 * two_small > 3 * 512 * n * k * 4 / 2 ** 20  # grows with M
+  assert large < 1.25 * small, (small, large)  # measured: 75 and 78 MiB
+  assert small < two_small / 2, (small, two_small)  # measured: 75 and 210 MiB

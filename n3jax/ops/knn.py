@@ -12,7 +12,7 @@ the one-hot vector of the j-th nearest neighbour; as ``t → 0`` it becomes exac
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -83,19 +83,64 @@ def candidate_mask(logits: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
     raise ValueError(f"mask {mask.shape} does not broadcast to the logits {logits.shape}") from None
 
 
-def _masked_log_softmax(alpha: jax.Array, valid: jax.Array) -> jax.Array:
-  """``log_softmax`` over the valid entries of the last axis; 0 at invalid ones.
+@jax.custom_jvp
+def _softmax_and_log_rest(alpha: jax.Array, valid: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  """One relaxation step's ``w = softmax(α)`` and ``log(1 − w)`` over the valid entries.
 
-  Every intermediate is finite (no ``-inf`` enters the arithmetic), so gradients are
-  finite too. A row without valid entries gives zeros.
+  Equal to ``exp(log_softmax(α))`` and :func:`log1mexp` ``(log_softmax(α))``, with the
+  same guarded derivative, in two transcendentals per entry instead of five: ``w`` comes
+  from the softmax's own ``exp``, and ``log(1 − w) = log1p(−w)``, which is accurate
+  wherever ``w <= 1/2``, i.e. for every entry but possibly the largest one; that one
+  takes log1mexp's ``log(−expm1(log w))`` on a per-query scalar. Invalid entries give
+  ``w = 0`` and a finite ``log(1 − w)``; no ``-inf`` enters the arithmetic (a row without
+  valid entries gives zeros).
   """
+  w, log_rest, _ = _softmax_step_primal(alpha, valid)
+  return w, log_rest
+
+
+def _softmax_step_primal(alpha, valid):
   any_valid = jnp.any(valid, axis=-1, keepdims=True)
-  top = jnp.max(alpha, axis=-1, keepdims=True, where=valid,
-                initial=jnp.finfo(alpha.dtype).min)
-  top = jax.lax.stop_gradient(jnp.where(any_valid, top, 0))
+  top = jnp.max(alpha, axis=-1, keepdims=True, where=valid, initial=jnp.finfo(alpha.dtype).min)
+  top = jnp.where(any_valid, top, 0)
   z = jnp.where(valid, alpha - top, 0)
-  total = jnp.sum(jnp.where(valid, jnp.exp(z), 0), axis=-1, keepdims=True)
-  return jnp.where(valid, z - jnp.log(jnp.where(any_valid, total, 1)), 0)
+  # Weights below the smallest normal number are flushed to 0: denormal arithmetic is
+  # many times slower on CPUs, and such weights (< 1e-38 in float32) change nothing.
+  e = jnp.where(valid & (z > math.log(jnp.finfo(z.dtype).tiny)), jnp.exp(z), 0)
+  total = jnp.where(any_valid, jnp.sum(e, axis=-1, keepdims=True), 1)
+  w = e / total
+  # Only the top entry (z = 0) can have w > 1/2. Its log w = −log(total), and its
+  # log(1 − w) is log1mexp's second branch on that per-query scalar, rounding included:
+  # as in the reference, a top weight that rounds to 1 gives -inf (the candidate is spent).
+  top_rest = -jnp.expm1(-jnp.log(total))  # [..., 1]
+  big = w > 0.5
+  rest = jnp.where(big, top_rest, 1 - w)
+  log_rest = jnp.where(big, jnp.log(top_rest), jnp.log1p(-w))
+  return w, log_rest, rest
+
+
+@_softmax_and_log_rest.defjvp
+def _softmax_and_log_rest_jvp(primals, tangents):
+  alpha, valid = primals
+  dalpha = tangents[0]
+  w, log_rest, rest = _softmax_step_primal(alpha, valid)
+  dz = jnp.where(valid, dalpha, 0)
+  dlog_w = jnp.where(valid, dz - jnp.sum(w * dz, axis=-1, keepdims=True), 0)
+  # log1mexp's guarded slope d log(1 − w) / d log w = −w / (1 − w + guard).
+  guard = jnp.where(w >= 0.5, LOG1MEXP_GRAD_EPS, 0.0).astype(w.dtype)
+  slope = -w / (rest + guard)
+  return (w, log_rest), (w * dlog_w, slope * dlog_w)
+
+
+def _relaxation_step(alpha: jax.Array, valid: jax.Array) -> Tuple[jax.Array, jax.Array, jax.Array]:
+  """One step on the scaled logits: ``(w, α + log(1 − w), still valid)``.
+
+  A weight that rounds to 1 makes ``log(1 − w)`` ``-inf``: that candidate is spent and
+  leaves the valid set instead of carrying ``-inf``.
+  """
+  w, log_rest = _softmax_and_log_rest(alpha, valid)
+  keep = valid & (log_rest > -jnp.inf)
+  return w, alpha + jnp.where(keep, log_rest, 0), keep
 
 
 def continuous_knn_weights(logits: jax.Array, temperature: jax.Array | float, *,
@@ -149,14 +194,8 @@ def continuous_knn_weights(logits: jax.Array, temperature: jax.Array | float, *,
 
   def step(carry, j):
     alpha, valid = carry
-    log_w = _masked_log_softmax(alpha, valid)
-    # α ← α + log(1 − w). A weight that rounds to 1 makes that -inf: the candidate is
-    # spent, and leaves the valid set instead of carrying -inf.
-    log_rest = log1mexp(jnp.where(valid, log_w, LOG_HALF))
-    keep = valid & (log_rest > -jnp.inf)
-    alpha = alpha + jnp.where(keep, log_rest, 0)
-    w = jnp.where(valid & (j < num_valid)[..., None], jnp.exp(log_w), 0)
-    return (alpha, keep), w
+    w, alpha, keep = _relaxation_step(alpha, valid)
+    return (alpha, keep), jnp.where(valid & (j < num_valid)[..., None], w, 0)
 
   _, weights = jax.lax.scan(step, (alpha, valid), jnp.arange(k))  # [k, ..., O]
   return jnp.moveaxis(weights, 0, -1).astype(dtype)
@@ -291,13 +330,15 @@ def neural_nearest_neighbors(query_embed: jax.Array, db_embed: jax.Array,
     ``[..., M, k, D]`` neighbour volumes.
   """
   if indices is None:
-    logits = -pairwise_sq_distances(query_embed, db_embed)
+    m, n = query_embed.shape[-2], db_embed.shape[-2]
     if exclude_self:
-      not_self = exclude_self_mask(logits.shape[-1])
-      if logits.shape[-2] != logits.shape[-1]:
+      if m != n:
         raise ValueError(f"exclude_self needs as many queries as items, got "
                          f"{query_embed.shape} and {db_embed.shape}")
+      not_self = exclude_self_mask(n)
       mask = not_self if mask is None else mask & not_self
+    return _fused_all_pairs(query_embed, db_embed, db_values, temperature, k=k, mask=mask,
+                            query_chunk=query_chunk)
   else:
     if exclude_self:
       raise ValueError("exclude_self applies to all-pairs search (indices=None); leave "
@@ -305,6 +346,78 @@ def neural_nearest_neighbors(query_embed: jax.Array, db_embed: jax.Array,
     logits = -indexed_sq_distances(query_embed, db_embed, indices, query_chunk=query_chunk)
   weights = continuous_knn_weights(logits, temperature, k=k, mask=mask)
   return aggregate(weights, db_values, indices=indices, query_chunk=query_chunk)
+
+
+# Queries per chunk of the fused all-pairs path when not given: chunk · N ≈ this many
+# entries (2 MiB per [chunk, N] float32 array): fewer, larger chunks run faster on CPU,
+# smaller ones hold less memory (bench/relaxation.py).
+FUSED_CHUNK_ENTRIES = 2 ** 19
+
+
+def _fused_all_pairs(query_embed: jax.Array, db_embed: jax.Array, db_values: jax.Array,
+                     temperature: jax.Array | float, *, k: int, mask: Optional[jax.Array],
+                     query_chunk: Optional[int]) -> jax.Array:
+  """All-pairs :func:`neural_nearest_neighbors` without ``[..., M, N, k]`` weights.
+
+  For each chunk of queries: distances, then the k relaxation steps, each aggregating
+  its weights right away (``w_j @ values``). The chunk is recomputed in the backward pass
+  (:func:`~n3jax.ops.chunking.map_query_chunks`), so memory is that of one chunk's
+  ``[chunk, N]`` arrays, forward and backward. The same weights as
+  :func:`continuous_knn_weights` (the same step function), to rounding.
+  """
+  lead = broadcast_leading([(query_embed, 2, "query_embed [..., M, E]"),
+                            (db_embed, 2, "db_embed [..., N, E]"),
+                            (db_values, 2, "db_values [..., N, D]")])
+  if db_embed.shape[-2] != db_values.shape[-2]:
+    raise ValueError(f"db_embed {db_embed.shape} and db_values {db_values.shape} hold "
+                     f"different numbers of items")
+  if query_embed.shape[-1] != db_embed.shape[-1]:
+    raise ValueError(f"query_embed {query_embed.shape} and db_embed {db_embed.shape} have "
+                     f"different embedding sizes")
+  m, n = query_embed.shape[-2], db_embed.shape[-2]
+  if not 1 <= k <= n:
+    raise ValueError(f"k must be in [1, {n}] (the number of candidates), got {k}")
+  compute = jnp.promote_types(jnp.result_type(query_embed, db_embed), jnp.float32)
+  check_temperature(temperature, dtype=compute)
+  q = merge_leading(query_embed, 2, lead)
+  db = merge_leading(db_embed, 2, lead)
+  values = merge_leading(db_values, 2, lead)
+  t = jnp.asarray(temperature, compute)
+  try:
+    t = merge_leading(jnp.broadcast_to(t, lead + (m,)), 1, lead)
+  except ValueError:
+    raise ValueError(f"temperature {t.shape} does not broadcast to the queries "
+                     f"{lead + (m,)}") from None
+  if mask is None:
+    mask = jnp.ones((1, m, n), bool)
+  else:
+    mask = jnp.asarray(mask)
+    if mask.dtype != jnp.bool_:
+      raise TypeError(f"mask must be boolean (True: a valid candidate), got {mask.dtype}")
+    try:
+      mask = merge_leading(jnp.broadcast_to(mask, lead + (m, n)), 2, lead)
+    except ValueError:
+      raise ValueError(f"mask {mask.shape} does not broadcast to {lead + (m, n)}") from None
+  mask = jnp.broadcast_to(mask, (q.shape[0], m, n))
+
+  def chunk_fn(q_c, t_c, mask_c):  # [B, c, E], [B, c], [B, c, N] -> [B, c, k, D]
+    logits = -pairwise_sq_distances(q_c, db)
+    valid = candidate_mask(logits, mask_c)
+    t_c = jnp.where(t_c > 0, t_c, 1)  # the chunks' padding queries have t = 0
+    alpha = jnp.where(valid, logits, 0).astype(compute) / t_c[..., None]
+    num_valid = jnp.sum(valid, axis=-1)
+
+    def step(carry, j):
+      alpha, valid = carry
+      w, alpha, keep = _relaxation_step(alpha, valid)
+      w = jnp.where(valid & (j < num_valid)[..., None], w, 0)
+      return (alpha, keep), jnp.einsum("bcn,bnd->bcd", w.astype(values.dtype), values)
+
+    _, volumes = jax.lax.scan(step, (alpha, valid), jnp.arange(k))  # [k, B, c, D]
+    return jnp.moveaxis(volumes, 0, 2)
+
+  chunk = query_chunk or max(1, FUSED_CHUNK_ENTRIES // n)
+  return split_leading(map_query_chunks(chunk_fn, (q, t, mask), chunk=chunk), lead)
 
 
 def exclude_self_mask(n: int) -> jax.Array:

@@ -3,11 +3,12 @@
 ``restore(model, variables, image)`` (alias ``denoise``) runs a trained N³Net or DnCNN on
 an image of any size in bounded memory. Images up to ``tile`` pixels per side run in one
 piece. Larger ones are cut into overlapping tiles, *stage by stage*: each stage of the
-network (a DnCNN, an N³ block) runs over tiles of the previous stage's full-size output,
-and keeps from each tile only its core, whose receptive field lies inside the tile. The
-overlap a stage needs (its *halo*) is its own receptive radius — 6 pixels for a DnCNN of
-depth 6, 47 for the reference N³ block — not the whole network's (≈ 110), so tiling costs
-little extra time. N³ block tiles start on the block's patch grid and keep the image's
+network (a DnCNN; an N³ block together with the DnCNN after it, :func:`stage_groups`)
+runs over tiles of the previous stage's full-size output, and keeps from each tile only
+its core, whose receptive field lies inside the tile. The overlap a stage needs (its
+*halo*) is its own receptive radius — 6 pixels for a DnCNN of depth 6, 47 + 6 for the
+reference N³ block and its DnCNN — not the whole network's (≈ 110), so tiling costs
+little extra time, and the full-size intermediates are the DnCNNs' 8 channels. N³ block tiles start on the block's patch grid and keep the image's
 patch padding, so patches, search windows (border-shifted ones included) and the
 temperature of every kept pixel are those of the untiled run: the result equals untiled
 inference up to float rounding (tests/test_infer.py: within 1e-5).
@@ -68,6 +69,24 @@ def stage_geometry(model: nn.Module) -> List[Tuple[int, int]]:
   if isinstance(model, DnCNN):
     return [(dncnn_halo(model.depth, model.kernel_size), 1)]
   raise TypeError(f"no tiling rule for {type(model).__name__}; use N3Net or DnCNN")
+
+
+def stage_groups(model: nn.Module) -> List[Tuple[Tuple[int, ...], int, int]]:
+  """The stages tiled together, ``[(stages, halo, align), …]`` in order.
+
+  An N³ block is tiled together with the DnCNN after it, so its ``(k + 1)·c``-channel
+  output (64 channels in the paper's N³Net) exists only tile by tile: the whole-image
+  intermediates are the DnCNNs' outputs (8 channels). A group's halo is the sum of its
+  stages' halos, its alignment their least common multiple.
+  """
+  stages = stage_geometry(model)
+  groups, i = [], 0
+  while i < len(stages):
+    members = (i, i + 1) if i % 2 == 1 and i + 1 < len(stages) else (i,)
+    groups.append((members, sum(stages[j][0] for j in members),
+                   math.lcm(*(stages[j][1] for j in members))))
+    i += len(members)
+  return groups
 
 
 def axis_tiles(size: int, core: int, halo: int, align: int
@@ -227,20 +246,24 @@ def restore_unchecked(model: nn.Module, variables: Mapping[str, Any], image: jax
     raise ValueError(f"image must be [H, W], [H, W, C] or [B, H, W, C], got {x.shape}")
   x = x.astype(jnp.result_type(x.dtype, jnp.float32))
   match = x if isinstance(model, N3Net) and model.match_on == "input" else None
-  for i, (halo, align) in enumerate(stage_geometry(model)):
-    fn = functools.partial(_apply_stage, model, variables, i)
-    x = _tiled(fn, x, match if i % 2 else None, tile=tile, halo=halo, align=align)
+  for members, halo, align in stage_groups(model):
+    fn = functools.partial(_apply_stages, model, variables, members)
+    uses_match = any(i % 2 for i in members)
+    x = _tiled(fn, x, match if uses_match else None, tile=tile, halo=halo, align=align)
   if layout == 2:
     return x[0, :, :, 0] if x.shape[-1] == 1 else x[0]
   return x[0] if layout == 3 else x
 
 
-def _apply_stage(model: nn.Module, variables, i: int, x: jax.Array,
-                 match: Optional[jax.Array]) -> jax.Array:
-  """Stage ``i`` of an N³Net, or the whole of a DnCNN (its only stage)."""
-  if isinstance(model, N3Net):
-    return model.apply(variables, x, train=False, stage=i, match=match)
-  return model.apply(variables, x, train=False)
+def _apply_stages(model: nn.Module, variables, stages: Sequence[int], x: jax.Array,
+                  match: Optional[jax.Array]) -> jax.Array:
+  """Stages ``stages`` of an N³Net in turn (N³ blocks get ``match``), or the whole of a
+  DnCNN (its only stage)."""
+  if not isinstance(model, N3Net):
+    return model.apply(variables, x, train=False)
+  for i in stages:
+    x = model.apply(variables, x, train=False, stage=i, match=match if i % 2 else None)
+  return x
 
 
 denoise = restore
@@ -327,6 +350,7 @@ def restore_large(model: nn.Module, variables: Mapping[str, Any], image: np.ndar
   return out[:height, :width]
 
 
-__all__ = ["restore", "restore_unchecked", "denoise", "restore_large", "runnable_size", "stage_geometry",
+__all__ = ["restore", "restore_unchecked", "denoise", "restore_large", "runnable_size",
+           "stage_geometry", "stage_groups",
            "network_geometry", "check_image", "input_channels", "PLAUSIBLE_RANGE",
            "axis_tiles", "n3block_halo", "dncnn_halo", "DEFAULT_TILE", "DEFAULT_BLOCK"]

@@ -11,6 +11,10 @@ For every size it times ``n3jax.infer.restore`` (jit-compiled, tiled stage by st
   extraction, distances, the k relaxation steps, aggregation, folding) replaced by an
   elementwise stand-in of equal output shape; embedding and temperature CNNs are kept.
 
+FLOPs by kind (convolutions, matmuls, elementwise) are counted on the jaxpr with loop trip
+counts (:mod:`bench.flops`; XLA's cost analysis counts a loop body once, so it is printed
+only for the loop-free conv-only network, as a check).
+
 Peak resident memory (``ru_maxrss``: compiled program, buffers, Python and JAX included)
 comes from one call of each (network, size) in a fresh subprocess, so that it is its own.
 Times are medians of ``--repeats`` rounds taken afterwards in one process: everything is
@@ -46,15 +50,36 @@ def _test_image(size: int, seed: int = 0) -> np.ndarray:
   return rng.random((size, size), np.float32)
 
 
-def _restore_fn(variant: str, tile: int):
-  """``image [H, W] → restored`` for a randomly initialized network of ``variant``."""
+def _network(variant: str):
+  """A randomly initialized network of ``variant`` and its variables."""
   import jax
   import jax.numpy as jnp
-  from n3jax import infer
   from n3jax.nn import create_model
   model = create_model("n3net", conv_only=variant == "conv_only")
-  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1)))
+  return model, model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1)))
+
+
+def _restore_fn(variant: str, tile: int):
+  """``image [H, W] → restored`` for a randomly initialized network of ``variant``."""
+  from n3jax import infer
+  model, variables = _network(variant)
   return lambda image: infer.restore(model, variables, image, tile=tile)
+
+
+def flops_of(variant: str, size: int, tile: int) -> dict:
+  """FLOPs of restoring a ``size``² image, by kind (:mod:`bench.flops`, loops counted
+  with their trip counts); for the conv-only network at most one tile large (no loops)
+  also XLA's cost analysis, as a check of the counter."""
+  import jax.numpy as jnp
+  from bench.flops import jaxpr_flops, xla_flops
+  from n3jax import infer
+  model, variables = _network(variant)
+  fn = lambda x: infer.restore_unchecked(model, variables, x, tile=tile)  # noqa: E731
+  image = jnp.zeros((size, size), jnp.float32)
+  out = jaxpr_flops(fn, image)
+  if variant == "conv_only" and size <= tile:
+    out["xla"] = xla_flops(fn, image)
+  return out
 
 
 def memory_worker(variant: str, size: int, tile: int) -> dict:
@@ -175,19 +200,33 @@ def main(argv=None):
       memory[variant, size] = m = _run_memory_worker(variant, size, args.tile)
       print(f"{variant:>9} {size:>5}²: peak RSS {m['peak_rss_gib']:.2f} GiB   "
             f"(first call {m['first_call_s']:.1f} s)", flush=True)
+  flops = {}
+  for size in sizes:
+    for variant in variants:
+      flops[variant, size] = f = flops_of(variant, size, args.tile)
+      xla = f" (XLA cost analysis: {f['xla'] / 1e9:.1f})" if "xla" in f else ""
+      print(f"{variant:>9} {size:>5}²: {f['total'] / 1e9:.1f} GFLOP{xla}: convolutions "
+            f"{f['conv'] / 1e9:.1f}, matmuls {f['matmul'] / 1e9:.2f}, elementwise "
+            f"{f['elementwise'] / 1e9:.2f}", flush=True)
   times = time_interleaved(variants, sizes, args.repeats, args.tile)
   by = {}
   for size in sizes:
     for variant in variants:
       t = times[variant, size]
       by[variant, size] = r = {"variant": variant, "size": size, "times_s": t,
-                               "median_s": median(t), **memory[variant, size]}
+                               "median_s": median(t), **memory[variant, size],
+                               "flops": flops[variant, size]}
       results["runs"].append(r)
       print(f"{variant:>9} {size:>5}²: median {r['median_s']:8.3f} s", flush=True)
     if set(VARIANTS) <= set(variants):
       ratio = by["n3net", size]["median_s"] / by["conv_only", size]["median_s"]
       results.setdefault("n3net_over_conv_only", {})[str(size)] = ratio
-      print(f"{'':>9} {size:>5}²: n3net / conv_only = {ratio:.3f}", flush=True)
+      extra = by["n3net", size]["flops"]["total"] - by["conv_only", size]["flops"]["total"]
+      results.setdefault("non_local_flop_share", {})[str(size)] = (
+          extra / by["n3net", size]["flops"]["total"])
+      print(f"{'':>9} {size:>5}²: n3net / conv_only = {ratio:.3f} in time, "
+            f"{by['n3net', size]['flops']['total'] / by['conv_only', size]['flops']['total']:.3f}"
+            f" in FLOPs (non-local part {extra / 1e9:.1f} GFLOP)", flush=True)
   for a, b in zip(sizes, sizes[1:]):
     if "n3net" in variants:
       ratio = by["n3net", b]["median_s"] / by["n3net", a]["median_s"]

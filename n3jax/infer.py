@@ -30,7 +30,7 @@ from n3jax.nn.dncnn import DnCNN
 from n3jax.nn.n3block import N3Block
 from n3jax.nn.n3net import N3Net
 
-DEFAULT_TILE = 512  # core tile side (bench/inference.py: 2048² in 3.3 GiB; 1024 needs 4.5 GiB)
+DEFAULT_TILE = 512  # core tile side (bench/inference.py: 4096² in 2.2 GiB)
 DEFAULT_BLOCK = 2048  # restore_large: core block side (a 12-megapixel photo: 2 x 2 blocks)
 
 
@@ -307,8 +307,9 @@ def restore_large(model: nn.Module, variables: Mapping[str, Any], image: np.ndar
   extended by the whole network's receptive radius (:func:`network_geometry`) and aligned
   to the N³ patch grid, so each block's core equals untiled inference. Each block runs
   through :func:`restore` (one compilation: the blocks have one size). Whole-image
-  intermediates (64 channels after an N³ block) therefore never exist; the cost is the
-  overlap, about 25 % more work for a 12-megapixel photo at the default ``block``.
+  intermediates (8 channels per DnCNN stage in :func:`restore`) therefore never exist;
+  the cost is the overlap, about 25 % more work for a 12-megapixel photo at the default
+  ``block``.
 
   Args:
     model, variables: as in :func:`restore`.

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from bench import inference, train_step
+from bench import inference, relaxation, train_step
 
 
 def test_train_step_bench_reports_medians_and_their_ratio(tmp_path):
@@ -21,6 +21,23 @@ def test_train_step_bench_reports_medians_and_their_ratio(tmp_path):
     assert models[name]["median_s"] == sorted(models[name]["times_s"])[0] + (
         sorted(models[name]["times_s"])[1] - sorted(models[name]["times_s"])[0]) / 2
   assert abs(res["ratio"] - models["n3net_tiny"]["median_s"] / models["dncnn17"]["median_s"]) < 1e-12
+  for m in models.values():  # XLA's cost analysis of the compiled step
+    assert m["flops_per_step_per_device"] > 0
+    assert m["achieved_flop_per_s"] == pytest.approx(m["flops_per_step_per_device"] / m["median_s"])
+
+
+def test_relaxation_bench_compares_every_method_on_one_task(tmp_path):
+  out = tmp_path / "rel.json"
+  rows = relaxation.main(["--candidates=96", "--queries=20", "--embed=4", "--values=3",
+                          "--k=3", "--repeats=1", "--temperature=1e-3",
+                          "--only=n3jax,softsort,lax", f"--json={out}"])
+  assert set(json.loads(out.read_text())["rows"]) == set(rows)
+  assert len(rows) == 4 and all(r["finite grads"] for r in rows.values())
+  for r in rows.values():
+    assert 0 <= r["recovered %"] <= 100 and r["fwd ms"] > 0 and r["fwd+bwd ms"] > 0
+  assert rows["lax.top_k (hard)"]["recovered %"] == 100.0
+  fused, two = rows["n3jax"], rows["n3jax (weights, then aggregate)"]
+  assert fused["recovered %"] == two["recovered %"]  # the same weights
 
 
 def test_inference_bench_reports_times_memory_and_ratios(tmp_path):
@@ -36,3 +53,9 @@ def test_inference_bench_reports_times_memory_and_ratios(tmp_path):
     assert r["median_s"] == pytest.approx(np.median(r["times_s"]))
   assert res["n3net_over_conv_only"]["48"] == pytest.approx(
       runs["n3net", 48]["median_s"] / runs["conv_only", 48]["median_s"])
+  # FLOPs counted on the jaxpr agree with XLA's cost analysis on the loop-free network;
+  # the N³ blocks add matmuls, which the conv-only stand-in has none of.
+  conv_only, n3net = runs["conv_only", 48]["flops"], runs["n3net", 48]["flops"]
+  assert conv_only["total"] == pytest.approx(conv_only["xla"], rel=0.05)
+  assert conv_only["matmul"] == 0 < n3net["matmul"]
+  assert 0 < res["non_local_flop_share"]["48"] < 1

@@ -112,7 +112,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.crop_size = 80
   config.flips = True  # random up-down flips
   config.rotations = True  # random quarter turns
-  config.prefetch = 2  # batches prepared ahead by a host thread
+  config.prefetch = 2  # batches prepared and copied to the devices ahead, by a host thread
 
   # --- optimization (reference protocol) ---
   config.batch_size = 32  # global, split over all devices

@@ -6,8 +6,11 @@ The config is checked before anything is built (:mod:`n3jax.train.config_check`)
 resumes from the newest good checkpoint in ``WORKDIR/checkpoints`` (setting aside
 unreadable or non-finite ones), saves every ``config.checkpoint_every`` steps, at the end,
 and on SIGTERM/SIGINT before exiting, and stops with an error on a non-finite loss or
-state (which is never saved). The host runs at most :data:`MAX_STEPS_IN_FLIGHT` steps
-ahead of the device, so that a signal is answered within about two steps. It writes
+state (which is never saved). Batches are copied to the devices ahead of their step by
+the prefetch thread (double-buffered with ``config.prefetch = 2``). The host runs at most
+:data:`MAX_STEPS_IN_FLIGHT` steps ahead of the device, so that a signal is answered
+within about two steps; it waits for nothing else except at log, checkpoint and
+validation steps, and the device always has the next step queued. It writes
 TensorBoard events, ``metrics.json`` (the latest validation) and, at the end,
 ``WORKDIR/model`` (an n3jax model directory that ``eval.py --checkpoint`` reads).
 """
@@ -347,10 +350,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   def save(step_state) -> None:
     checkpoints.save(manager, step_state)
 
+  # Batches are copied to the devices by the prefetch thread, `prefetch` steps ahead, in
+  # the layout the step takes (pmap's: split over the local devices along the first axis),
+  # so a transfer overlaps the steps before it.
+  batch_sharding = jax.tree_util.tree_leaves(p_state)[0].sharding
+
+  def device_batch(step: int):
+    return jax.device_put(host_batch(step), batch_sharding)
+
   bar = tqdm(total=total_steps, initial=start, desc="train", unit="step",
              disable=not config.progress or process != 0)
   steps = iter(range(start, total_steps))
-  batches = pipeline.prefetch(host_batch, steps, depth=config.prefetch)
+  batches = pipeline.prefetch(device_batch, steps, depth=config.prefetch)
   step = start
   try:
     with _stop_on_signals() as stop:

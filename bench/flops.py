@@ -9,7 +9,8 @@ instead and multiplies every ``scan`` body by its length:
   per group;
 - ``matmul``: ``dot_general``, 2 · output elements · contracted size;
 - ``elementwise``: one per output element of every other arithmetic primitive
-  (transcendentals included, data movement excluded).
+  (transcendentals included, data movement excluded), one per input element of a
+  reduction; of a ``cond`` only the costliest branch counts.
 
 On a loop-free function the total agrees with XLA's cost analysis (``xla_flops``;
 ``bench/inference.py`` prints both for the conv-only network).
@@ -50,6 +51,14 @@ def _count(jaxpr, mult: float, out: Counter) -> None:
       continue
     if name == "while":
       out["unknown_trip_count_loops"] += 1  # counted once
+    if name == "cond":  # one branch runs: count the costliest
+      branches = []
+      for branch in eqn.params["branches"]:
+        counted: Counter = Counter()
+        _count(branch.jaxpr, mult, counted)
+        branches.append(counted)
+      out.update(max(branches, key=lambda c: sum(c.values())))
+      continue
     subs = list(_subjaxprs(eqn))
     if subs:
       for sub in subs:
@@ -65,6 +74,8 @@ def _count(jaxpr, mult: float, out: Counter) -> None:
       (lc, _), _ = eqn.params["dimension_numbers"]
       contracted = math.prod(eqn.invars[0].aval.shape[d] for d in lc)
       out["matmul"] += mult * 2 * _size(eqn.outvars[0].aval) * contracted
+    elif name.startswith("reduce_") or name in ("cumsum", "cumprod", "cummax", "cumlogsumexp"):
+      out["elementwise"] += mult * sum(_size(v.aval) for v in eqn.invars)  # per input
     elif name not in _NO_FLOPS:
       out["elementwise"] += mult * sum(_size(v.aval) for v in eqn.outvars)
 
@@ -90,8 +101,13 @@ def jaxpr_flops(fn: Callable[..., Any], *args: Any) -> Dict[str, float]:
   return result
 
 
-def xla_flops(fn: Callable[..., Any], *args: Any) -> float:
-  """XLA's cost-analysis FLOPs of the compiled ``fn`` (loop bodies counted once)."""
-  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+def compiled_flops(compiled: Any) -> float:
+  """XLA's cost-analysis FLOPs of a compiled program (loop bodies counted once)."""
+  cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float((cost or {}).get("flops", float("nan")))
+
+
+def xla_flops(fn: Callable[..., Any], *args: Any) -> float:
+  """:func:`compiled_flops` of ``jit(fn)`` compiled for ``args``."""
+  return compiled_flops(jax.jit(fn).lower(*args).compile())

@@ -61,17 +61,17 @@ def methods(k: int, t: float) -> Dict[str, Dict[str, Callable]]:
   def scores(q, c):
     return -ops.pairwise_sq_distances(q, c)
 
-  def n3jax_weights(q, c):  # the weights both n3jax forms apply (tests/test_knn.py)
-    return jnp.swapaxes(ops.continuous_knn_weights(scores(q, c), t, k=k), -1, -2)
-
   out: Dict[str, Dict[str, Callable]] = {}
   out["n3jax"] = {
       "volumes": lambda q, c, v: ops.neural_nearest_neighbors(q, c, v, t, k=k),
-      "weights": n3jax_weights}
+      # The fused path's own weights: the volumes of the identity's rows.
+      "weights": lambda q, c: ops.neural_nearest_neighbors(q, c, jnp.eye(c.shape[0]), t,
+                                                           k=k)}
   out["n3jax (weights, then aggregate)"] = {
       "volumes": lambda q, c, v: ops.aggregate(
           ops.continuous_knn_weights(scores(q, c), t, k=k), v),
-      "weights": n3jax_weights}
+      "weights": lambda q, c: jnp.swapaxes(
+          ops.continuous_knn_weights(scores(q, c), t, k=k), -1, -2)}
   name, rows = "softsort (paper formula)", lambda s: _softsort_rows(s, k, t)
   out[name] = {"volumes": lambda q, c, v: jnp.einsum("mjn,nd->mjd", rows(scores(q, c)), v),
                "weights": lambda q, c: rows(scores(q, c))}

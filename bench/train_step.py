@@ -23,7 +23,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import machine, median, time_calls, write_json  # noqa: E402
-from bench.flops import jaxpr_flops  # noqa: E402
+from bench.flops import compiled_flops, jaxpr_flops  # noqa: E402
 from n3jax.configs.denoise import get_config  # noqa: E402
 from n3jax.nn import create_model, model_fields  # noqa: E402
 from n3jax.nn.precision import COMPUTE_DTYPES, compute_dtype  # noqa: E402
@@ -46,9 +46,7 @@ def make_step(name: str, *, batch: int, crop: int, dtype: str):
     raise SystemExit(f"--batch {batch} must be divisible by the {n} local devices")
   clean = np.random.default_rng(0).random((n, batch // n, crop, crop, 1), np.float32)
   p_step = make_p_train_step(model, config.sigma)
-  cost = p_step.lower(p_state, clean).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = {"xla": float((cost or {}).get("flops", float("nan"))),
+  flops = {"xla": compiled_flops(p_step.lower(p_state, clean).compile()),
            **jaxpr_flops(p_step, p_state, clean)}
   holder = {"state": p_state}
 

@@ -11,7 +11,7 @@ reference N³ block and its DnCNN — not the whole network's (≈ 110), so tili
 little extra time, and the full-size intermediates are the DnCNNs' 8 channels. N³ block tiles start on the block's patch grid and keep the image's
 patch padding, so patches, search windows (border-shifted ones included) and the
 temperature of every kept pixel are those of the untiled run: the result equals untiled
-inference up to float rounding (tests/test_infer.py: within 1e-5).
+inference up to float rounding (tests/test_infer.py: within 1e-5 of the output's scale).
 """
 
 from __future__ import annotations
@@ -272,8 +272,8 @@ denoise = restore
 def network_geometry(model: nn.Module) -> Tuple[int, int]:
   """``(halo, align)`` of the whole network: tiles of the input that overlap by ``halo``
   and start at multiples of ``align`` give exactly the untiled result in their cores."""
-  stages = stage_geometry(model)
-  return sum(h for h, _ in stages), math.lcm(*(a for _, a in stages))
+  groups = stage_groups(model)
+  return sum(h for _, h, _ in groups), math.lcm(*(a for _, _, a in groups))
 
 
 def runnable_size(model: nn.Module, height: int, width: int) -> Tuple[int, int]:

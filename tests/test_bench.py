@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -23,7 +24,8 @@ def test_train_step_bench_reports_medians_and_their_ratio(tmp_path):
   assert abs(res["ratio"] - models["n3net_tiny"]["median_s"] / models["dncnn17"]["median_s"]) < 1e-12
   for m in models.values():  # XLA's cost analysis of the compiled step
     assert m["flops_per_step_per_device"] > 0
-    assert m["achieved_flop_per_s"] == pytest.approx(m["flops_per_step_per_device"] / m["median_s"])
+    assert m["achieved_flop_per_s"] == pytest.approx(
+        m["flops_per_step_per_device"] * jax.local_device_count() / m["median_s"])
 
 
 def test_relaxation_bench_compares_every_method_on_one_task(tmp_path):
@@ -37,7 +39,7 @@ def test_relaxation_bench_compares_every_method_on_one_task(tmp_path):
     assert 0 <= r["recovered %"] <= 100 and r["fwd ms"] > 0 and r["fwd+bwd ms"] > 0
   assert rows["lax.top_k (hard)"]["recovered %"] == 100.0
   fused, two = rows["n3jax"], rows["n3jax (weights, then aggregate)"]
-  assert fused["recovered %"] == two["recovered %"]  # the same weights
+  assert fused["recovered %"] == two["recovered %"]  # computed each from its own path
 
 
 def test_inference_bench_reports_times_memory_and_ratios(tmp_path):

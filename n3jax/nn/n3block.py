@@ -252,19 +252,18 @@ class N3SetBlock(nn.Module):
     log_t = mlp(1, name="temp")(items)[..., 0]
     temperature = jnp.exp(at_least_float32(log_t) + math.log(self.temp_bias))
     embed = at_least_float32(embed)  # float16 squared distances would overflow to inf
-    candidates = ops.exclude_self_mask(n) if self.exclude_self else None
-    if mask is not None:
-      valid_cand = mask[..., None, :]
-      candidates = valid_cand if candidates is None else candidates & valid_cand
-    # Distances, weights and aggregation fused (no [..., N, N, k] weights held).
-    volumes = ops.neural_nearest_neighbors(embed, embed, items.astype(embed.dtype),
-                                           temperature, k=self.k, mask=candidates)
+    # Distances, weights and aggregation fused: neither [..., N, N] masks nor
+    # [..., N, N, k] weights are held.
+    volumes = ops.neural_nearest_neighbors(
+        embed, embed, items.astype(embed.dtype), temperature, k=self.k,
+        mask=None if mask is None else mask[..., None, :], exclude_self=self.exclude_self)
     if self.residual:
       volumes = volumes - items[..., None, :].astype(volumes.dtype)
     # Missing neighbours (fewer than j candidates) and masked items contribute 0.
-    num_candidates = (jnp.full(x.shape[:-1], n) if candidates is None else
-                      jnp.sum(jnp.broadcast_to(candidates, x.shape[:-1] + (n,)), axis=-1))
-    present = jnp.arange(self.k) < num_candidates[..., None]  # [..., N, k]
+    valid_items = n if mask is None else jnp.sum(mask, axis=-1, keepdims=True)  # [..., 1]
+    num_candidates = valid_items - (int(self.exclude_self) if mask is None else
+                                    (mask & self.exclude_self).astype(jnp.int32))
+    present = jnp.arange(self.k) < jnp.asarray(num_candidates)[..., None]  # [..., N, k]
     if mask is not None:
       present = present & mask[..., None]
     volumes = jnp.where(present[..., None], volumes, 0)

@@ -1,9 +1,10 @@
 """Compute dtypes: which precision convolutions and matmuls run in.
 
 ``"bfloat16"`` is mixed precision: parameters, optimizer state, BatchNorm statistics, the
-N³ blocks' distances, relaxation and aggregation, the residual additions and every model
-output stay in float32; only the convolutions (and the set block's dense layers) and the
-activations between them run in bfloat16.
+N³ blocks' distances, relaxation and aggregation, the residual additions and the outputs
+of the image models (DnCNN, N3Net, N3Block) stay in float32; only the convolutions and
+the activations between them run in bfloat16. (:class:`~n3jax.nn.N3SetBlock` is a layer
+for the user's own network: its ``dtype`` is also its output dtype.)
 """
 
 from __future__ import annotations

@@ -5,20 +5,24 @@ Pure JAX, no Flax.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 
 
 def map_query_chunks(fn: Callable[..., jax.Array], arrays: Sequence[jax.Array], *,
-                     chunk: Optional[int]) -> jax.Array:
+                     chunk: Optional[int],
+                     pad_values: Optional[Sequence[Any]] = None) -> jax.Array:
   """Applies ``fn`` to chunks of queries along axis 1 and concatenates the results.
 
   Args:
     fn: maps arrays ``[B, C, ...]`` (one chunk of each input) to ``[B, C, ...]``.
-    arrays: inputs whose axis 1 is the query axis ``M`` (the same for all).
+    arrays: inputs whose axis 1 is the query axis ``M`` (the same for all; axis 0 may
+      differ, e.g. 1 for arrays shared by the batch).
     chunk: queries per chunk; ``None`` or ``>= M`` calls ``fn`` once on everything.
+    pad_values: per array, the value of the padding queries that complete the last chunk
+      (default 0); their results are dropped.
 
   Returns:
     ``fn``'s output for all ``M`` queries. Each chunk is rematerialized in the backward
@@ -33,13 +37,16 @@ def map_query_chunks(fn: Callable[..., jax.Array], arrays: Sequence[jax.Array], 
     raise ValueError(f"chunk must be positive, got {chunk}")
   n = -(-m // chunk)
   pad = n * chunk - m
+  if pad_values is None:
+    pad_values = [0] * len(arrays)
 
-  def split(a):
-    a = jnp.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2))
+  def split(a, value):
+    a = jnp.pad(a, [(0, 0), (0, pad)] + [(0, 0)] * (a.ndim - 2), constant_values=value)
     a = a.reshape(a.shape[0], n, chunk, *a.shape[2:])
     return jnp.moveaxis(a, 1, 0)
 
-  out = jax.lax.map(lambda xs: jax.checkpoint(fn)(*xs), tuple(split(a) for a in arrays))
+  out = jax.lax.map(lambda xs: jax.checkpoint(fn)(*xs),
+                    tuple(split(a, v) for a, v in zip(arrays, pad_values)))
   out = jnp.moveaxis(out, 0, 1)
   out = out.reshape(out.shape[0], n * chunk, *out.shape[3:])
   return out[:, :m]

@@ -104,9 +104,11 @@ def _softmax_step_primal(alpha, valid):
   top = jnp.max(alpha, axis=-1, keepdims=True, where=valid, initial=jnp.finfo(alpha.dtype).min)
   top = jnp.where(any_valid, top, 0)
   z = jnp.where(valid, alpha - top, 0)
-  # Weights below the smallest normal number are flushed to 0: denormal arithmetic is
-  # many times slower on CPUs, and such weights (< 1e-38 in float32) change nothing.
-  e = jnp.where(valid & (z > math.log(jnp.finfo(z.dtype).tiny)), jnp.exp(z), 0)
+  # Weights below the smallest normal number are flushed to 0, and exp never produces a
+  # denormal number (its argument is clamped first): denormal arithmetic is many times
+  # slower on CPUs, and such weights (< 1e-38 in float32) change nothing.
+  log_tiny = math.log(jnp.finfo(z.dtype).tiny)
+  e = jnp.where(valid & (z > log_tiny), jnp.exp(jnp.maximum(z, log_tiny)), 0)
   total = jnp.where(any_valid, jnp.sum(e, axis=-1, keepdims=True), 1)
   w = e / total
   # Only the top entry (z = 0) can have w > 1/2. Its log w = −log(total), and its
@@ -184,27 +186,36 @@ def continuous_knn_weights(logits: jax.Array, temperature: jax.Array | float, *,
     itself runs in at least float32.
   """
   _check_k(logits, k)
-  dtype = logits.dtype
-  compute = jnp.promote_types(dtype, jnp.float32)
+  compute = jnp.promote_types(logits.dtype, jnp.float32)
   check_temperature(temperature, dtype=compute)
-  valid = candidate_mask(logits, mask)
-  temperature = jnp.asarray(temperature, compute)
+  weights = _relaxation_scan(logits, candidate_mask(logits, mask),
+                             jnp.asarray(temperature, compute), k=k, emit=lambda w: w)
+  return jnp.moveaxis(weights, 0, -1).astype(logits.dtype)  # [k, ..., O] -> [..., O, k]
+
+
+def _relaxation_scan(logits: jax.Array, valid: jax.Array, temperature: jax.Array, *, k: int,
+                     emit) -> jax.Array:
+  """The k relaxation steps as a ``lax.scan``: ``[k, ...]`` of ``emit(w_j)`` for each step's
+  weights ``w_j [..., O]`` (zero on invalid candidates and beyond a query's valid count)."""
+  compute = jnp.promote_types(logits.dtype, jnp.float32)
   alpha = jnp.where(valid, logits, 0).astype(compute) / temperature[..., None]
   num_valid = jnp.sum(valid, axis=-1)
 
   def step(carry, j):
     alpha, valid = carry
     w, alpha, keep = _relaxation_step(alpha, valid)
-    return (alpha, keep), jnp.where(valid & (j < num_valid)[..., None], w, 0)
+    return (alpha, keep), emit(jnp.where(valid & (j < num_valid)[..., None], w, 0))
 
-  _, weights = jax.lax.scan(step, (alpha, valid), jnp.arange(k))  # [k, ..., O]
-  return jnp.moveaxis(weights, 0, -1).astype(dtype)
+  return jax.lax.scan(step, (alpha, valid), jnp.arange(k))[1]
 
 
 def _check_k(logits: jax.Array, k: int) -> None:
   if logits.ndim < 1:
     raise ValueError("logits must have a candidate axis, got a scalar")
-  num_candidates = logits.shape[-1]
+  _check_k_of(logits.shape[-1], k)
+
+
+def _check_k_of(num_candidates: int, k: int) -> None:
   if not 1 <= k <= num_candidates:
     raise ValueError(f"k must be in [1, {num_candidates}] (the number of candidates), got {k}")
 
@@ -325,20 +336,20 @@ def neural_nearest_neighbors(query_embed: jax.Array, db_embed: jax.Array,
       True for valid candidates, e.g. ``db_valid[..., None, :]`` for a padded database.
     exclude_self: with ``indices=None`` and ``M == N``, drop item ``m`` from the
       candidates of query ``m`` (queries and database are the same set).
+    query_chunk: queries processed at a time. All-pairs search (``indices=None``) is
+      fused per chunk: distances, the k steps and the aggregation, recomputed in the
+      backward pass, so neither ``[..., M, N, k]`` weights nor (for masks without a
+      query axis, ``[..., 1, N]``, and ``exclude_self``) ``[..., M, N]`` masks are held;
+      ``None`` picks ``FUSED_CHUNK_ENTRIES // N`` queries. With ``indices`` it bounds
+      the gathers (``None``: all at once).
 
   Returns:
-    ``[..., M, k, D]`` neighbour volumes.
+    ``[..., M, k, D]`` neighbour volumes, in at least float32 (and at least the dtype of
+    ``db_values``).
   """
   if indices is None:
-    m, n = query_embed.shape[-2], db_embed.shape[-2]
-    if exclude_self:
-      if m != n:
-        raise ValueError(f"exclude_self needs as many queries as items, got "
-                         f"{query_embed.shape} and {db_embed.shape}")
-      not_self = exclude_self_mask(n)
-      mask = not_self if mask is None else mask & not_self
     return _fused_all_pairs(query_embed, db_embed, db_values, temperature, k=k, mask=mask,
-                            query_chunk=query_chunk)
+                            exclude_self=exclude_self, query_chunk=query_chunk)
   else:
     if exclude_self:
       raise ValueError("exclude_self applies to all-pairs search (indices=None); leave "
@@ -356,68 +367,75 @@ FUSED_CHUNK_ENTRIES = 2 ** 19
 
 def _fused_all_pairs(query_embed: jax.Array, db_embed: jax.Array, db_values: jax.Array,
                      temperature: jax.Array | float, *, k: int, mask: Optional[jax.Array],
-                     query_chunk: Optional[int]) -> jax.Array:
+                     exclude_self: bool, query_chunk: Optional[int]) -> jax.Array:
   """All-pairs :func:`neural_nearest_neighbors` without ``[..., M, N, k]`` weights.
 
-  For each chunk of queries: distances, then the k relaxation steps, each aggregating
-  its weights right away (``w_j @ values``). The chunk is recomputed in the backward pass
-  (:func:`~n3jax.ops.chunking.map_query_chunks`), so memory is that of one chunk's
-  ``[chunk, N]`` arrays, forward and backward. The same weights as
-  :func:`continuous_knn_weights` (the same step function), to rounding.
+  For each chunk of queries: distances, then the k relaxation steps
+  (:func:`_relaxation_scan`, as :func:`continuous_knn_weights`), each aggregating its
+  weights right away (``w_j @ values``). The chunk is recomputed in the backward pass
+  (:func:`~n3jax.ops.chunking.map_query_chunks`), so the work memory is that of one
+  chunk's ``[chunk, N]`` arrays, forward and backward. Self-exclusion is computed per
+  chunk, and a candidate mask without a query axis (``[..., 1, N]``) is used as it is;
+  only a mask that varies per query is held ``[..., M, N]`` (it already is).
   """
   lead = broadcast_leading([(query_embed, 2, "query_embed [..., M, E]"),
                             (db_embed, 2, "db_embed [..., N, E]"),
                             (db_values, 2, "db_values [..., N, D]")])
-  if db_embed.shape[-2] != db_values.shape[-2]:
+  m, n = query_embed.shape[-2], db_embed.shape[-2]
+  if db_values.shape[-2] != n:
     raise ValueError(f"db_embed {db_embed.shape} and db_values {db_values.shape} hold "
                      f"different numbers of items")
   if query_embed.shape[-1] != db_embed.shape[-1]:
     raise ValueError(f"query_embed {query_embed.shape} and db_embed {db_embed.shape} have "
                      f"different embedding sizes")
-  m, n = query_embed.shape[-2], db_embed.shape[-2]
-  if not 1 <= k <= n:
-    raise ValueError(f"k must be in [1, {n}] (the number of candidates), got {k}")
+  if exclude_self and m != n:
+    raise ValueError(f"exclude_self needs as many queries as items, got {query_embed.shape} "
+                     f"and {db_embed.shape}")
+  _check_k_of(n, k)
   compute = jnp.promote_types(jnp.result_type(query_embed, db_embed), jnp.float32)
+  out_dtype = jnp.promote_types(compute, db_values.dtype)
   check_temperature(temperature, dtype=compute)
   q = merge_leading(query_embed, 2, lead)
   db = merge_leading(db_embed, 2, lead)
-  values = merge_leading(db_values, 2, lead)
+  values = merge_leading(db_values, 2, lead).astype(out_dtype)
   t = jnp.asarray(temperature, compute)
   try:
     t = merge_leading(jnp.broadcast_to(t, lead + (m,)), 1, lead)
   except ValueError:
     raise ValueError(f"temperature {t.shape} does not broadcast to the queries "
                      f"{lead + (m,)}") from None
-  if mask is None:
-    mask = jnp.ones((1, m, n), bool)
-  else:
+  chunked = [q, t, jnp.arange(m)[None]]  # the query's index, for exclude_self
+  pad_values = [0, 1, 0]  # padding queries of the last chunk get t = 1, never 0
+  per_candidate = None  # [B or 1, 1, N]
+  if mask is not None:
     mask = jnp.asarray(mask)
     if mask.dtype != jnp.bool_:
       raise TypeError(f"mask must be boolean (True: a valid candidate), got {mask.dtype}")
     try:
-      mask = merge_leading(jnp.broadcast_to(mask, lead + (m, n)), 2, lead)
+      jnp.broadcast_shapes(mask.shape, lead + (m, n))
     except ValueError:
       raise ValueError(f"mask {mask.shape} does not broadcast to {lead + (m, n)}") from None
-  mask = jnp.broadcast_to(mask, (q.shape[0], m, n))
+    if mask.ndim < 2 or mask.shape[-2] == 1:
+      per_candidate = merge_leading(jnp.broadcast_to(mask, lead + (1, n)), 2, lead)
+    else:
+      chunked.append(merge_leading(jnp.broadcast_to(mask, lead + (m, n)), 2, lead))
+      pad_values.append(False)
 
-  def chunk_fn(q_c, t_c, mask_c):  # [B, c, E], [B, c], [B, c, N] -> [B, c, k, D]
+  def chunk_fn(q_c, t_c, index_c, mask_c=None):  # [B, c, E], [B, c], [1, c], [B, c, N]
     logits = -pairwise_sq_distances(q_c, db)
-    valid = candidate_mask(logits, mask_c)
-    t_c = jnp.where(t_c > 0, t_c, 1)  # the chunks' padding queries have t = 0
-    alpha = jnp.where(valid, logits, 0).astype(compute) / t_c[..., None]
-    num_valid = jnp.sum(valid, axis=-1)
-
-    def step(carry, j):
-      alpha, valid = carry
-      w, alpha, keep = _relaxation_step(alpha, valid)
-      w = jnp.where(valid & (j < num_valid)[..., None], w, 0)
-      return (alpha, keep), jnp.einsum("bcn,bnd->bcd", w.astype(values.dtype), values)
-
-    _, volumes = jax.lax.scan(step, (alpha, valid), jnp.arange(k))  # [k, B, c, D]
+    valid = logits != -jnp.inf
+    for extra in (mask_c, per_candidate):
+      if extra is not None:
+        valid = valid & extra
+    if exclude_self:
+      valid = valid & (index_c[..., None] != jnp.arange(n))
+    volumes = _relaxation_scan(logits, valid, t_c, k=k, emit=lambda w: jnp.einsum(
+        "bcn,bnd->bcd", w.astype(out_dtype), values))  # [k, B, c, D]
     return jnp.moveaxis(volumes, 0, 2)
 
-  chunk = query_chunk or max(1, FUSED_CHUNK_ENTRIES // n)
-  return split_leading(map_query_chunks(chunk_fn, (q, t, mask), chunk=chunk), lead)
+  chunk = max(1, FUSED_CHUNK_ENTRIES // n) if query_chunk is None else query_chunk
+  return split_leading(map_query_chunks(chunk_fn, chunked, chunk=chunk,
+                                        pad_values=pad_values), lead)
 
 
 def exclude_self_mask(n: int) -> jax.Array:

@@ -74,13 +74,18 @@ def candidate_mask(logits: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
   valid = logits != -jnp.inf
   if mask is None:
     return valid
-  mask = jnp.asarray(mask)
-  if mask.dtype != jnp.bool_:
-    raise TypeError(f"mask must be boolean (True: a valid candidate), got {mask.dtype}")
+  mask = _boolean_mask(mask)
   try:
     return valid & jnp.broadcast_to(mask, logits.shape)
   except ValueError:
     raise ValueError(f"mask {mask.shape} does not broadcast to the logits {logits.shape}") from None
+
+
+def _boolean_mask(mask: Any) -> jax.Array:
+  mask = jnp.asarray(mask)
+  if mask.dtype != jnp.bool_:
+    raise TypeError(f"mask must be boolean (True: a valid candidate), got {mask.dtype}")
+  return mask
 
 
 @jax.custom_jvp
@@ -408,9 +413,7 @@ def _fused_all_pairs(query_embed: jax.Array, db_embed: jax.Array, db_values: jax
   pad_values = [0, 1, 0]  # padding queries of the last chunk get t = 1, never 0
   per_candidate = None  # [B or 1, 1, N]
   if mask is not None:
-    mask = jnp.asarray(mask)
-    if mask.dtype != jnp.bool_:
-      raise TypeError(f"mask must be boolean (True: a valid candidate), got {mask.dtype}")
+    mask = _boolean_mask(mask)
     try:
       jnp.broadcast_shapes(mask.shape, lead + (m, n))
     except ValueError:
@@ -423,10 +426,9 @@ def _fused_all_pairs(query_embed: jax.Array, db_embed: jax.Array, db_values: jax
 
   def chunk_fn(q_c, t_c, index_c, mask_c=None):  # [B, c, E], [B, c], [1, c], [B, c, N]
     logits = -pairwise_sq_distances(q_c, db)
-    valid = logits != -jnp.inf
-    for extra in (mask_c, per_candidate):
-      if extra is not None:
-        valid = valid & extra
+    valid = candidate_mask(logits, mask_c)
+    if per_candidate is not None:
+      valid = valid & per_candidate
     if exclude_self:
       valid = valid & (index_c[..., None] != jnp.arange(n))
     volumes = _relaxation_scan(logits, valid, t_c, k=k, emit=lambda w: jnp.einsum(

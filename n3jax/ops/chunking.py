@@ -60,13 +60,13 @@ def map_tiles(fn: Callable[..., jax.Array], t1: int, t2: int, *xs: jax.Array) ->
     xs: per-tile inputs ``[t1, t2, ...]``.
 
   Returns:
-    ``[t1, t2, ...]``: ``fn``'s outputs. Each tile is rematerialized in the backward pass
+    ``[t1, t2, ...]``: ``fn``'s outputs (each array of them, when ``fn`` returns a tuple). Each tile is rematerialized in the backward pass
     (``jax.checkpoint``), so memory is bounded by one tile.
   """
   ii, jj = jnp.meshgrid(jnp.arange(t1), jnp.arange(t2), indexing="ij")
   flat = [x.reshape(t1 * t2, *x.shape[2:]) for x in xs]
   out = jax.lax.map(lambda a: jax.checkpoint(fn)(*a), (ii.reshape(-1), jj.reshape(-1), *flat))
-  return out.reshape(t1, t2, *out.shape[1:])
+  return jax.tree_util.tree_map(lambda o: o.reshape(t1, t2, *o.shape[1:]), out)
 
 
 def untile(x: jax.Array, n1: int, n2: int) -> jax.Array:

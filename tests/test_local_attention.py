@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from n3jax import ops
-from n3jax.ops.local_attention import local_attention, local_attention_flops
+from n3jax.ops.attention import local_attention, local_attention_flops
 
 
 def _window_offsets(n, window, border):

@@ -10,6 +10,7 @@ import flax.linen as nn
 
 from n3jax.nn.dncnn import DnCNN
 from n3jax.nn.n3net import N3Net
+from n3jax.nn.nlrn import NLRN
 
 MODELS: Dict[str, Callable[..., nn.Module]] = {
     # The paper's Gaussian denoiser: 3 DnCNNs (depth 6) and 2 N³ blocks (k = 7).
@@ -32,6 +33,10 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "vdsr": functools.partial(DnCNN, out_channels=1, depth=20, use_bn=False,
                               zero_init_out=True),
     "n3net_sisr": functools.partial(N3Net, depth=7, dncnn_bn=False, zero_init_out=True),
+    # NLRN (Liu et al. 2018), the official code's network: 12 recurrent states of 128
+    # channels sharing their convolutions, non-local windows of 45 pixels, correlation
+    # propagation; 330,625 conv weights and biases.
+    "nlrn": NLRN,
     # A tiny N³Net for tests and smoke runs.
     "n3net_tiny": functools.partial(N3Net, interm_channels=2, features=8, depth=3, k=2,
                                     embed_features=8, embed_depth=2, window=5),

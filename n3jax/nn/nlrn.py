@@ -1,0 +1,164 @@
+"""NLRN: the non-local recurrent network (Liu et al., NeurIPS 2018), as the official code
+builds it (shared/docs/reference-family.md §3).
+
+``BN → conv3×3`` stem ``s⁰``; ``T`` recurrent states, each
+``[BN → ReLU → non-local → BN → conv3×3 → BN → ReLU → conv3×3] + s⁰``, whose convolutions
+(the 3×3s and the non-local module's θ, φ, g) are shared by all states while every state
+has its own BatchNorms; then ``BN → ReLU → conv3×3`` to the image plus the input (global
+residual). The non-local module is ``x + Σ_j softmax_j(θ(x_i)·φ(x_j)) g(x_j)`` over the
+``window x window`` neighbourhood of every pixel (:func:`n3jax.ops.local_attention`), with
+``g`` zero-initialized; with correlation propagation the pre-softmax correlations of each
+state are added to those of the next (accumulating).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from n3jax.nn.layers import BatchNorm
+from n3jax.nn.precision import at_least_float32
+from n3jax.ops import attention as la
+
+# The official code's layers are TF1 defaults: BatchNorm momentum 0.99 (0.01 in the
+# PyTorch convention n3jax uses) and epsilon 1e-3, Xavier-uniform convolutions.
+NLRN_BN_MOMENTUM = 0.01
+NLRN_BN_EPSILON = 1e-3
+
+
+class NonLocal(nn.Module):
+  """The non-local module: ``x + local_attention(θ(x), φ(x), g(x))`` (1×1 convs θ, φ: to
+  ``embed_features``; g: to the input's channels, zero-initialized).
+
+  Returns the output and the pre-softmax correlations (``prior`` included).
+  """
+  embed_features: int = 64
+  window: int = 45
+  border: str = "shift"
+  tile: int = la.DEFAULT_TILE
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, prior: Optional[jax.Array] = None):
+    """``x [B, H, W, C]``, ``prior [B, H, W, O]`` or None → (``[B, H, W, C]``, ``[B, H, W, O]``)."""
+    c = x.shape[-1]
+    init = nn.initializers.xavier_uniform()
+    theta = nn.Conv(self.embed_features, (1, 1), kernel_init=init, dtype=self.dtype,
+                    name="theta")(x)
+    phi = nn.Conv(self.embed_features, (1, 1), kernel_init=init, dtype=self.dtype,
+                  name="phi")(x)
+    g = nn.Conv(c, (1, 1), kernel_init=nn.initializers.zeros, dtype=self.dtype, name="g")(x)
+    z, corr = la.local_attention(at_least_float32(theta), at_least_float32(phi),
+                                 at_least_float32(g), window=self.window, border=self.border,
+                                 prior=prior, return_logits=True, tile=self.tile)
+    return at_least_float32(x) + z, corr
+
+
+class NLRN(nn.Module):
+  """Non-local recurrent network for denoising: ``[B, H, W, C]`` → ``[B, H, W, C]``.
+
+  Attributes:
+    features: channels of the states (paper: 128).
+    embed_features: θ/φ channels (paper: 64).
+    num_steps: unrolled recurrent states ``T`` (paper: 12).
+    window: non-local neighbourhood side ``q`` in pixels (paper: 45).
+    border: the neighbourhood at the image border, ``"shift"`` or ``"circular"``
+      (:mod:`n3jax.ops.local_attention`).
+    share_weights: one set of convolutions for all states (paper Table 2: without sharing,
+      every state has its own).
+    use_nonlocal: the non-local module (Table 2: off is the same RNN without it).
+    propagate: correlation propagation (Table 2: off uses each state's own correlations).
+    tile: query pixels per tile side of the attention (memory and speed only).
+    dtype: computation dtype of the convolutions (see :mod:`n3jax.nn.precision`); the
+      attention, BatchNorm statistics, residual sums and the output stay float32.
+  """
+  features: int = 128
+  embed_features: int = 64
+  num_steps: int = 12
+  window: int = 45
+  border: str = "shift"
+  share_weights: bool = True
+  use_nonlocal: bool = True
+  propagate: bool = True
+  tile: int = la.DEFAULT_TILE
+  kernel_size: int = 3
+  bn_momentum: float = NLRN_BN_MOMENTUM
+  bn_epsilon: float = NLRN_BN_EPSILON
+  bn_axis_name: Optional[str] = None
+  dtype: Any = None
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    if x.ndim != 4:
+      raise ValueError(f"NLRN expects [B, H, W, C] images, got shape {x.shape}")
+    if self.num_steps < 1:
+      raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+    if self.border not in la.BORDERS:
+      raise ValueError(f"border must be one of {la.BORDERS}, got {self.border!r}")
+
+    def bn(name):
+      return BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
+                       epsilon=self.bn_epsilon, axis_name=self.bn_axis_name,
+                       scale_init=nn.initializers.ones, name=name)
+
+    def conv3(features, name):
+      return nn.Conv(features, (self.kernel_size,) * 2, padding="SAME",
+                     kernel_init=nn.initializers.xavier_uniform(), dtype=self.dtype,
+                     name=name)
+
+    def step_modules(suffix):
+      nl = (NonLocal(self.embed_features, self.window, self.border, self.tile,
+                     dtype=self.dtype, name=f"nonlocal{suffix}") if self.use_nonlocal
+            else None)
+      return nl, conv3(self.features, f"conv_a{suffix}"), conv3(self.features,
+                                                                 f"conv_b{suffix}")
+
+    x32 = at_least_float32(x)
+    s0 = at_least_float32(conv3(self.features, "conv_in")(bn("bn_in")(x32)))
+    shared = step_modules("") if self.share_weights else None
+    s, corr = s0, None
+    for t in range(self.num_steps):
+      nonlocal_, conv_a, conv_b = shared or step_modules(f"_{t}")
+      y = nn.relu(bn(f"bn_{t}_a")(s))
+      if nonlocal_ is not None:
+        y, corr = nonlocal_(y, prior=corr if self.propagate else None)
+      y = nn.relu(bn(f"bn_{t}_c")(conv_a(bn(f"bn_{t}_b")(y))))
+      s = at_least_float32(conv_b(y)) + s0
+    y = conv3(x.shape[-1], "conv_out")(nn.relu(bn("bn_out")(s)))
+    return at_least_float32(y) + x32
+
+  def receptive_radius(self) -> int:
+    """Pixels of input that an output pixel depends on, per side: the stem and output
+    convolutions, and per state two convolutions and the non-local window (a window
+    shifted at the border stays inside the image, so ``window // 2`` past any pixel that
+    is not at the border). Correlation propagation adds nothing: the correlations of a
+    state come from the same window. ``border="circular"`` windows wrap around the image:
+    every output pixel may depend on every input pixel."""
+    if self.use_nonlocal and self.border == "circular":
+      return INFINITE_RADIUS
+    conv = self.kernel_size // 2
+    per_step = 2 * conv + (self.window // 2 if self.use_nonlocal else 0)
+    return 2 * conv + self.num_steps * per_step
+
+
+# The receptive radius of a model whose output pixels depend on the whole image.
+INFINITE_RADIUS = 2 ** 30
+
+
+def count_parameters(params: Any, *, batch_norm: bool = True) -> int:
+  """Number of trainable values; ``batch_norm=False`` counts the convolutions only
+  (the paper's "330k": weights and biases)."""
+  total = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    names = [getattr(p, "key", "") for p in path]
+    if not batch_norm and any(str(n).startswith("bn") for n in names):
+      continue
+    total += int(jnp.size(leaf))
+  return total
+
+
+__all__ = ["NLRN", "NonLocal", "count_parameters", "NLRN_BN_MOMENTUM", "NLRN_BN_EPSILON",
+           "INFINITE_RADIUS"]

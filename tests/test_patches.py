@@ -1,4 +1,4 @@
-"""Patches and windows: the reference's padding rule, fold∘unfold = id, window indices."""
+"""Patches: the reference's padding rule, extraction, fold∘unfold = id (windows: test_geometry)."""
 
 import jax
 import jax.numpy as jnp
@@ -66,51 +66,3 @@ def test_fold_averages_overlaps():
       expected[i * s:i * s + p, j * s:j * s + p] += vals[0, i, j, 0]
       count[i * s:i * s + p, j * s:j * s + p] += 1
   np.testing.assert_allclose(folded[0, :, :, 0], expected / count, rtol=1e-6)
-
-
-def _numpy_window(n1, n2, window):
-  w1, w2 = min(window, n1), min(window, n2)
-  rows = []
-  for i in range(n1):
-    for j in range(n2):
-      t = min(max(i - window // 2, 0), n1 - w1)
-      l = min(max(j - window // 2, 0), n2 - w2)
-      rows.append([(t + a) * n2 + (l + b) for a in range(w1) for b in range(w2)
-                   if (t + a, l + b) != (i, j)])
-  return np.array(rows)
-
-
-@pytest.mark.parametrize("n1,n2", [(15, 15), (19, 23), (40, 17), (7, 7), (3, 20), (1, 5)])
-def test_window_indices_match_the_rule(n1, n2):
-  idx = np.asarray(ops.window_indices(n1, n2, 15))
-  np.testing.assert_array_equal(idx, _numpy_window(n1, n2, 15))
-  m = np.arange(n1 * n2)[:, None]
-  assert idx.shape == (n1 * n2, min(15, n1) * min(15, n2) - 1)
-  assert (idx != m).all(), "the query itself must not be a candidate"
-  assert idx.min() >= 0 and idx.max() < n1 * n2
-  assert all(len(set(r)) == len(r) for r in idx.tolist()), "no duplicate candidates"
-
-
-def test_window_is_shifted_inward_at_borders_not_cropped():
-  n1 = n2 = 30
-  idx = np.asarray(ops.window_indices(n1, n2, 15))
-  # Corner (0, 0): window rows/cols 0..14, still 224 candidates.
-  corner = idx[0]
-  assert corner.shape == (224,)
-  assert set(corner // n2) == set(range(15)) and set(corner % n2) == set(range(15))
-  # Interior (10, 12): rows 3..17, cols 5..19 (centred).
-  interior = idx[10 * n2 + 12]
-  assert set(interior // n2) == set(range(3, 18)) and set(interior % n2) == set(range(5, 20))
-  # Bottom-right corner: rows/cols 15..29.
-  last = idx[-1]
-  assert set(last // n2) == set(range(15, 30)) and set(last % n2) == set(range(15, 30))
-
-
-def test_small_grid_shrinks_the_window():
-  # A 40x40 image gives a 7x7 grid: the window becomes the whole grid, 48 candidates.
-  n = ops.grid_size(40, 10, 5)
-  assert n == 7
-  idx = np.asarray(ops.window_indices(n, n, 15))
-  assert idx.shape == (49, 48)
-  with pytest.raises(ValueError, match="no candidate"):
-    ops.window_indices(1, 1, 15)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from n3jax.ops.batching import batched
 from n3jax.ops.chunking import map_tiles, untile
-from n3jax.ops.patches import window_candidates, window_start
+from n3jax.ops.geometry import tile_regions, window_candidates
 
 # Tile sides chosen by timing the N³ block at a 512² image on CPU (k = 7, window 15).
 DISTANCE_TILE = 6  # query patches per tile side
@@ -86,7 +86,7 @@ def block_sq_distances(blocks: jax.Array, q: int, window: int, *,
       ``(i, j)`` is blocks ``[i, i + q) x [j, j + q)``, so the patch grid is
       ``n1 x n2 = (N1 − q + 1) x (N2 − q + 1)``.
     q: patch side in blocks (``patch_size / stride``).
-    window: search window side in patch-grid positions (see ``window_indices``).
+    window: search window side in patch-grid positions (:mod:`n3jax.ops.geometry`).
     tile: query patches per tile side.
 
   Returns:
@@ -96,8 +96,8 @@ def block_sq_distances(blocks: jax.Array, q: int, window: int, *,
   n1, n2 = _patch_grid(blocks, q)
   b, _, _, d = blocks.shape
   acc = jnp.promote_types(blocks.dtype, jnp.float32)
-  t1, t2 = -(-n1 // tile), -(-n2 // tile)
-  reg1, reg2 = min(tile + min(window, n1) - 1, n1), min(tile + min(window, n2) - 1, n2)
+  t1, reg1, r0s = tile_regions(n1, window, tile)
+  t2, reg2, c0s = tile_regions(n2, window, tile)
   # Query blocks of the padding tiles beyond the grid repeat the edge (results dropped).
   padded = jnp.pad(blocks, ((0, 0), (0, t1 * tile - n1), (0, t2 * tile - n2), (0, 0)),
                    mode="edge")
@@ -105,8 +105,7 @@ def block_sq_distances(blocks: jax.Array, q: int, window: int, *,
   def tile_fn(i, j):
     p1 = jnp.minimum(i * tile + jnp.arange(tile), n1 - 1)
     p2 = jnp.minimum(j * tile + jnp.arange(tile), n2 - 1)
-    r0 = jnp.minimum(window_start(i * tile, n1, window), n1 - reg1)
-    c0 = jnp.minimum(window_start(j * tile, n2, window), n2 - reg2)
+    r0, c0 = r0s[i], c0s[j]
     qb = jax.lax.dynamic_slice(padded, (0, i * tile, j * tile, 0),
                                (b, tile + q - 1, tile + q - 1, d)).astype(acc)
     cb = jax.lax.dynamic_slice(blocks, (0, r0, c0, 0),
@@ -154,10 +153,10 @@ def block_aggregate_sum(weights: jax.Array, blocks: jax.Array, q: int, window: i
     raise ValueError(f"weights {weights.shape} do not match a {n1}x{n2} patch grid "
                      f"(blocks {blocks.shape})")
   k = weights.shape[-1]
-  t1, t2 = -(-nb1 // tile), -(-nb2 // tile)
-  # Candidate patches of the patches covering a tile: a region of at most this many rows.
-  reg1 = min(tile + q - 1 + min(window, n1) - 1, n1)
-  reg2 = min(tile + q - 1 + min(window, n2) - 1, n2)
+  # The patches covering a tile of blocks start up to q − 1 blocks before it; their
+  # candidates lie in a region of reg1 x reg2 patches.
+  t1, reg1, r0s = tile_regions(n1, window, tile, reach=q - 1)
+  t2, reg2, c0s = tile_regions(n2, window, tile, reach=q - 1)
   rb1, rb2 = reg1 + q - 1, reg2 + q - 1  # the region in blocks
   u1, u2 = (a.reshape(-1) for a in jnp.meshgrid(jnp.arange(q), jnp.arange(q), indexing="ij"))
 
@@ -169,10 +168,7 @@ def block_aggregate_sum(weights: jax.Array, blocks: jax.Array, q: int, window: i
     valid = (p1 >= 0) & (p1 < n1) & (p2 >= 0) & (p2 < n2)  # [T, T, q²]
     p1c, p2c = jnp.clip(p1, 0, n1 - 1), jnp.clip(p2, 0, n2 - 1)
     p1c, p2c = jnp.broadcast_arrays(p1c, p2c)
-    r0 = jnp.minimum(window_start(jnp.clip(i * tile - q + 1, 0, n1 - 1), n1, window),
-                     n1 - reg1)
-    c0 = jnp.minimum(window_start(jnp.clip(j * tile - q + 1, 0, n2 - 1), n2, window),
-                     n2 - reg2)
+    r0, c0 = r0s[i], c0s[j]
     rows, cols = window_candidates(p1c, p2c, n1, n2, window)  # [T, T, q², O]
     local = (rows + u1[:, None] - r0) * rb2 + (cols + u2[:, None] - c0)
     w = jnp.take(weights, (p1c * n2 + p2c).reshape(-1), axis=1)  # [B, T·T·q², O, k]

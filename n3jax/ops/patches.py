@@ -1,9 +1,10 @@
-"""Image <-> patch conversion and the candidate windows of the N³ block.
+"""Image <-> patch conversion: the reference's padding, patch extraction and folding.
 
 Pure JAX, no Flax. Images are ``[..., H, W, C]`` with any number of leading (batch)
 axes, none included. A patch grid of an image is ``[..., n1, n2, P*P*C]`` where each
-feature vector is the patch flattened in ``(row, column, channel)`` order. Items of a grid are numbered row-major,
-``m = i * n2 + j``.
+feature vector is the patch flattened in ``(row, column, channel)`` order. Items of a
+grid are numbered row-major, ``m = i * n2 + j``. Which patches are compared (the search
+windows) is :mod:`n3jax.ops.geometry`'s business.
 """
 
 from __future__ import annotations
@@ -129,65 +130,20 @@ def fold_patches(patches: jax.Array, height: int, width: int, patch_size: int,
   return summed / jnp.maximum(count, 1)
 
 
-def window_indices(n1: int, n2: int, window: int, *, exclude_self: bool = True) -> jax.Array:
-  """Candidate indices of the border-shifted square search window on an ``n1 x n2`` grid.
-
-  For the item at grid position ``(i, j)`` the window is the ``w1 x w2`` block of grid
-  positions whose top-left corner is ``(clamp(i - w1 // 2, 0, n1 - w1),
-  clamp(j - w2 // 2, 0, n2 - w2))``, with ``w1 = min(window, n1)`` and
-  ``w2 = min(window, n2)``: the window is shifted inward at the borders rather than
-  cropped, and shrinks when the grid is smaller than it. Candidates are listed in
-  row-major window order; with ``exclude_self`` the query itself is dropped.
-
-  Returns:
-    int32 ``[n1 * n2, O]`` with ``O = w1 * w2 - 1`` (``w1 * w2`` if not excluding self).
-  """
-  if n1 < 1 or n2 < 1 or window < 1:
-    raise ValueError(f"grid {n1}x{n2} and window {window} must be positive")
-  if exclude_self and min(window, n1) * min(window, n2) < 2:
-    raise ValueError(f"a {n1}x{n2} grid has no candidate besides the query itself")
-  rows, cols = window_candidates(jnp.arange(n1)[:, None], jnp.arange(n2)[None, :], n1, n2,
-                                 window, exclude_self=exclude_self)  # [n1, n2, O]
-  return (rows * n2 + cols).reshape(n1 * n2, -1).astype(jnp.int32)
+# The window rules moved to n3jax.ops.geometry; these names still resolve from here (lazily:
+# geometry imports this module) for code that imported them from patches. Import them from
+# n3jax.ops or n3jax.ops.geometry.
+_MOVED_TO_GEOMETRY = ("window_start", "window_candidates", "window_indices", "num_candidates")
 
 
-def window_start(pos: jax.Array, n: int, window: int) -> jax.Array:
-  """First row (or column) of the search window of grid row (or column) ``pos``.
-
-  The window is shifted inward at the borders of an axis of length ``n`` rather than
-  cropped, and shrinks to ``n`` when the axis is shorter than it.
-  """
-  return jnp.clip(pos - window // 2, 0, n - min(window, n))
-
-
-def window_candidates(p1: jax.Array, p2: jax.Array, n1: int, n2: int, window: int, *,
-                      exclude_self: bool = True) -> Tuple[jax.Array, jax.Array]:
-  """Grid rows and columns of the window candidates of the items at ``(p1, p2)``.
-
-  The rule of :func:`window_indices`, for any (traced) positions, e.g. one tile's.
-
-  Args:
-    p1, p2: int arrays broadcastable to a common shape ``S`` (in-range grid positions).
-
-  Returns:
-    ``(rows, cols)``, broadcastable to ``S + (O,)``, in the order of :func:`window_indices`.
-  """
-  w1, w2 = min(window, n1), min(window, n2)
-  top, left = window_start(p1, n1, window), window_start(p2, n2, window)
-  o = jnp.arange(w1 * w2 - int(exclude_self))
-  if exclude_self:
-    self_pos = (p1 - top) * w2 + (p2 - left)
-    o = o + (o >= self_pos[..., None])
-  return top[..., None] + o // w2, left[..., None] + o % w2
-
-
-def num_candidates(n1: int, n2: int, window: int, *, exclude_self: bool = True) -> int:
-  """``O`` of :func:`window_indices` for an ``n1 x n2`` grid."""
-  return min(window, n1) * min(window, n2) - int(exclude_self)
+def __getattr__(name: str):
+  if name in _MOVED_TO_GEOMETRY:
+    from n3jax.ops import geometry
+    return getattr(geometry, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "patch_padding", "grid_size", "pad_for_patches", "crop_patch_padding",
-    "extract_patches", "fold_patches", "window_indices", "window_start", "window_candidates",
-    "num_candidates",
+    "extract_patches", "fold_patches",
 ]

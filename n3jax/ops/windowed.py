@@ -3,7 +3,8 @@
 Pure JAX, no Flax. These compute exactly what :func:`indexed_sq_distances` and
 :func:`aggregate` compute with ``indices = window_indices(n1, n2, window)``, but exploit
 the window structure: the windows of a ``tile x tile`` block of queries all lie inside one
-region of at most ``(tile + window − 1)²`` grid positions, so a tile's distances and its
+region of at most ``(tile + window − 1)²`` grid positions
+(:func:`~n3jax.ops.geometry.tile_regions`), so a tile's distances and its
 neighbour volumes are two dense matmuls against that region instead of per-query gathers.
 Memory is bounded by one tile (tiles are mapped with ``lax.map`` and rematerialized in the
 backward pass).
@@ -18,28 +19,20 @@ import jax.numpy as jnp
 
 from n3jax.ops.batching import batched
 from n3jax.ops.chunking import map_tiles, untile
-from n3jax.ops.patches import window_indices, window_start
+from n3jax.ops.geometry import tile_regions, window_indices
 
 DEFAULT_TILE = 6  # fastest on CPU among 4/6/8/12/16 (bench: 512² image, k = 7)
-
-
-def _tile_geometry(n: int, window: int, tile: int) -> Tuple[int, int, jax.Array]:
-  """``(num_tiles, region_size, region_start[num_tiles])`` along one grid axis."""
-  wn = min(window, n)
-  num_tiles = -(-n // tile)
-  region = min(tile + wn - 1, n)
-  first = jnp.arange(num_tiles) * tile
-  return num_tiles, region, jnp.minimum(window_start(first, n, window), n - region)
 
 
 def _tiled_local_indices(n1: int, n2: int, window: int, tile: int):
   """Window candidates of each query as indices into its tile's region.
 
-  Returns ``(local [t1, t2, tile², O], r0 [t1], c0 [t2], region (R1, R2))``; queries of
-  the padding beyond the grid repeat the last row/column (their results are dropped).
+  Returns ``(local [t1, t2, tile², O], r0 [t1], c0 [t2], region (R1, R2))`` (regions of
+  :func:`~n3jax.ops.geometry.tile_regions`); queries of the padding beyond the grid
+  repeat the last row/column (their results are dropped).
   """
-  t1, reg1, r0 = _tile_geometry(n1, window, tile)
-  t2, reg2, c0 = _tile_geometry(n2, window, tile)
+  t1, reg1, r0 = tile_regions(n1, window, tile)
+  t2, reg2, c0 = tile_regions(n2, window, tile)
   idx = window_indices(n1, n2, window).reshape(n1, n2, -1)
   idx = jnp.pad(idx, ((0, t1 * tile - n1), (0, t2 * tile - n2), (0, 0)), mode="edge")
   rows, cols = idx // n2, idx % n2

@@ -199,8 +199,8 @@ def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(fake_root, tmp_path
   from n3jax.train import loop
   real = loop.make_p_train_step
 
-  def nan_noise(model, sigma):  # the configured σ is checked, so poison the step instead
-    return real(model, float("nan"))
+  def nan_noise(model, sigma, **kwargs):  # the configured σ is checked: poison the step
+    return real(model, float("nan"), **kwargs)
   monkeypatch.setattr(loop, "make_p_train_step", nan_noise)
   config = tiny_config(fake_root, 3)
   workdir = str(tmp_path / "nan")

@@ -40,7 +40,7 @@ import numpy as np
 
 from n3jax.ops.batching import broadcast_leading, merge_leading, split_leading
 from n3jax.ops.chunking import map_tiles, untile
-from n3jax.ops.patches import window_start
+from n3jax.ops.geometry import window_start
 
 BORDERS = ("shift", "circular")
 DEFAULT_TILE = 8  # query pixels per tile side

@@ -16,6 +16,8 @@ import ml_collections
 from n3jax.data.noise import check_sigma
 from n3jax.nn import model_fields
 from n3jax.nn.precision import compute_dtype
+from n3jax.train.optim import SCHEDULES
+from n3jax.train.step import LOSSES
 
 EVERY_FIELDS = ("log_every", "checkpoint_every", "val_every")
 
@@ -88,6 +90,29 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   _in_range(config, "adam_b1", 0, 1, lo_open=False, hi_open=True)
   _in_range(config, "adam_b2", 0, 1, lo_open=False, hi_open=True)
   _in_range(config, "adam_eps", 0, math.inf, lo_open=True, hi_open=True)
+  schedule = config.get("lr_schedule", "epochs")
+  if schedule not in SCHEDULES:
+    raise ConfigError(f"config.lr_schedule must be one of {SCHEDULES}, got {schedule!r}")
+  if schedule == "piecewise":
+    _in_range(config, "lr_factor", 0, math.inf, lo_open=True, hi_open=True)
+    bounds = list(config.lr_boundaries)
+    if (any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in bounds)
+        or bounds != sorted(set(bounds))):
+      raise ConfigError("config.lr_boundaries must be increasing step numbers >= 1, got "
+                        f"{tuple(bounds)}")
+  if "clip_grad_norm_per_tensor" in config:
+    _in_range(config, "clip_grad_norm_per_tensor", 0, math.inf, lo_open=False,
+              hi_open=True, hint=" (0: no clipping)")
+  loss = config.get("loss", "reference")
+  if loss not in LOSSES:
+    raise ConfigError(f"config.loss must be one of {LOSSES}, got {loss!r}")
+  if "loss_center" in config:
+    center = _integer(config, "loss_center", minimum=0)
+    if center and loss != "mse":
+      raise ConfigError("config.loss_center applies to loss='mse' only")
+    if center > _integer(config, "crop_size", minimum=1):
+      raise ConfigError(f"config.loss_center={center} is larger than "
+                        f"config.crop_size={config.crop_size}")
   if config.channels not in (1, 3):
     raise ConfigError(f"config.channels must be 1 or 3, got {config.channels!r}")
   if task == "sisr":

@@ -45,7 +45,7 @@ from n3jax.nn.precision import compute_dtype
 from n3jax.train import checkpoints, optim
 from n3jax.train.config_check import validate_config
 from n3jax.train.state import TrainState, create_train_state
-from n3jax.train.step import AXIS, make_p_train_step
+from n3jax.train.step import AXIS, make_loss, make_p_train_step
 from n3jax.train.summaries import SummaryWriter
 
 log = logging.getLogger(__name__)
@@ -279,9 +279,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   model = create_model(config.model.name, **config.model.kwargs, **sync_bn, **precision)
   eval_model = create_model(config.model.name, **config.model.kwargs, **precision)
   tx = optim.make_optimizer(config)
-  schedule = optim.learning_rate_schedule(
-      learning_rate=config.learning_rate, total_decay=config.lr_total_decay,
-      steps_per_epoch=config.steps_per_epoch, num_epochs=config.num_epochs)
+  schedule = optim.schedule_from_config(config)
+  loss_fn = make_loss(config.get("loss", "reference"), center=config.get("loss_center", 0))
   state = create_train_state(model, tx, key=jax.random.PRNGKey(config.train_seed),
                              image_shape=(config.crop_size, config.crop_size, model_channels),
                              init_variables=_init_variables(config))
@@ -297,12 +296,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     sr_fn = sisr.make_sr_fn(eval_model)
     run_validation = lambda variables, stop: validate_sr(  # noqa: E731
         sr_fn, variables, val_images, stop=stop)
-    p_step = make_p_train_step(model, None)
+    p_step = make_p_train_step(model, None, loss_fn=loss_fn)
   else:
     denoise_fn = make_denoise_fn(eval_model, config.sigma)
     run_validation = lambda variables, stop: validate(  # noqa: E731
         denoise_fn, variables, val_images, config.seed, stop=stop)
-    p_step = make_p_train_step(model, config.sigma)
+    p_step = make_p_train_step(model, config.sigma, loss_fn=loss_fn)
   p_state = replicate(state)
   del state
 

@@ -9,7 +9,7 @@ block's Gumbel noise) uses ``fold_in(fold_in(fold_in(key, s), MODEL), device)``.
 from __future__ import annotations
 
 import functools
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -35,6 +35,35 @@ def denoising_loss(pred: jax.Array, clean: jax.Array) -> jax.Array:
   return 0.5 * sq * (REFERENCE_LOSS_PIXELS / (h * w))
 
 
+def mse_loss(pred: jax.Array, clean: jax.Array, *, center: int = 0) -> jax.Array:
+  """Per-image mean squared error ``[B]``; with ``center`` > 0 only on the central
+  ``center x center`` pixels (NLRN's training loss: the central 5×5 of each 43×43 patch,
+  at rows/columns ``H // 2 − center // 2 …``, as the official code crops)."""
+  if center:
+    h, w = clean.shape[1:3]
+    if center > min(h, w):
+      raise ValueError(f"loss center {center} is larger than the {h}x{w} crops")
+    r, c = h // 2 - center // 2, w // 2 - center // 2
+    pred, clean = pred[:, r:r + center, c:c + center], clean[:, r:r + center, c:c + center]
+  return jnp.mean(jnp.square(at_least_float32(pred) - clean), axis=(1, 2, 3))
+
+
+LOSSES = ("reference", "mse")
+
+
+def make_loss(name: str = "reference", *, center: int = 0):
+  """The per-image training loss ``fn(pred, clean) -> [B]`` named by ``config.loss``:
+  ``"reference"`` (N³Net's :func:`denoising_loss`) or ``"mse"`` (:func:`mse_loss` with
+  ``center``)."""
+  if name == "reference":
+    if center:
+      raise ValueError("config.loss_center applies to loss='mse' only")
+    return denoising_loss
+  if name == "mse":
+    return functools.partial(mse_loss, center=center)
+  raise ValueError(f"config.loss must be one of {LOSSES}, got {name!r}")
+
+
 def add_training_noise(clean: jax.Array, sigma: float, step_key: jax.Array,
                        first_example: jax.Array) -> jax.Array:
   """``clean [b, H, W, C]`` plus Gaussian noise keyed by each example's global index."""
@@ -46,7 +75,8 @@ def add_training_noise(clean: jax.Array, sigma: float, step_key: jax.Array,
 
 
 def train_step(state: TrainState, batch: Union[jax.Array, Mapping[str, jax.Array]], *,
-               model: nn.Module, sigma: Optional[float]
+               model: nn.Module, sigma: Optional[float],
+               loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = denoising_loss
                ) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """One step on this device's part of the batch; call inside ``pmap(axis_name=AXIS)``.
 
@@ -55,6 +85,7 @@ def train_step(state: TrainState, batch: Union[jax.Array, Mapping[str, jax.Array
       the 0-255 scale is added here, keyed by each example's global index); restoration
       from given inputs (super-resolution): ``{"input", "target"}``, both ``[b, H, W, C]``
       (``sigma`` must be ``None``; other keys are ignored).
+    loss_fn: per-image loss ``(pred, target) -> [b]`` (:func:`make_loss`), averaged.
 
   Gradients, BatchNorm statistics (synchronized in the model through ``bn_axis_name``) and
   metrics are averaged over all devices.
@@ -75,12 +106,12 @@ def train_step(state: TrainState, batch: Union[jax.Array, Mapping[str, jax.Array
     inputs = add_training_noise(target, sigma, step_key, device * target.shape[0])
   model_key = jax.random.fold_in(jax.random.fold_in(step_key, _MODEL), device)
 
-  def loss_fn(params):
+  def objective(params):
     pred, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, inputs,
                                 train=True, mutable=["batch_stats"], rngs={"gumbel": model_key})
-    return denoising_loss(pred, target).mean(), (updates, pred)
+    return loss_fn(pred, target).mean(), (updates, pred)
 
-  (loss, (updates, pred)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (updates, pred)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
   grads = jax.lax.pmean(grads, AXIS)
   batch_stats = jax.lax.pmean(updates.get("batch_stats", {}), AXIS)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
@@ -94,10 +125,11 @@ def train_step(state: TrainState, batch: Union[jax.Array, Mapping[str, jax.Array
   return new_state, metrics
 
 
-def make_p_train_step(model: nn.Module, sigma: Optional[float]):
+def make_p_train_step(model: nn.Module, sigma: Optional[float], *,
+                      loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = denoising_loss):
   """``train_step`` partialled and ``pmap``-ed over the local devices, state donated.
 
   ``sigma``: the denoising noise level, or ``None`` for batches of (input, target) pairs.
   """
-  return jax.pmap(functools.partial(train_step, model=model, sigma=sigma), axis_name=AXIS,
-                  donate_argnums=(0,))
+  return jax.pmap(functools.partial(train_step, model=model, sigma=sigma, loss_fn=loss_fn),
+                  axis_name=AXIS, donate_argnums=(0,))

@@ -9,7 +9,8 @@ For every size it times ``n3jax.infer.restore`` (jit-compiled, tiled stage by st
 * ``n3net``: the reference Gaussian denoiser (3 DnCNNs, 2 N³ blocks, k = 7);
 * ``conv_only``: the same network with the non-local part of each N³ block (patch
   extraction, distances, the k relaxation steps, aggregation, folding) replaced by an
-  elementwise stand-in of equal output shape; embedding and temperature CNNs are kept.
+  elementwise stand-in of equal output shape; embedding and temperature CNNs are kept
+  (:mod:`bench.conv_only`).
 
 FLOPs by kind (convolutions, matmuls, elementwise) are counted on the jaxpr with loop trip
 counts (:mod:`bench.flops`; XLA's cost analysis counts a loop body once, so it is printed
@@ -55,7 +56,10 @@ def _network(variant: str):
   import jax
   import jax.numpy as jnp
   from n3jax.nn import create_model
-  model = create_model("n3net", conv_only=variant == "conv_only")
+  from bench.conv_only import conv_only_standin
+  model = create_model("n3net")
+  if variant == "conv_only":
+    model = conv_only_standin(model)
   return model, model.init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1)))
 
 

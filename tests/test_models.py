@@ -83,6 +83,57 @@ def test_paper_n3net_on_a_40px_image_shrinks_the_window_in_both_paths():
   np.testing.assert_allclose(np.asarray(out_t), np.asarray(out_g), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("patch_size,stride", [(10, 5), (7, 3)])
+def test_n3block_impls_give_the_same_output(patch_size, stride):
+  """gather, windowed and (when patches are whole blocks) blockwise: one result, border-
+  shifted windows included."""
+  x = jax.random.uniform(jax.random.PRNGKey(0), (2, 37, 44, 3))
+  impls = ["gather", "windowed"] + (["blockwise"] if patch_size % stride == 0 else [])
+  blocks = {impl: n3nn.N3Block(k=3, patch_size=patch_size, stride=stride, window=5,
+                               embed_features=8, embed_channels=4, impl=impl, tile=4,
+                               query_chunk=50) for impl in impls + ["auto"]}
+  variables = blocks["gather"].init(jax.random.PRNGKey(1), x)
+  out = {impl: np.asarray(jax.jit(b.apply)(variables, x)) for impl, b in blocks.items()}
+  assert np.abs(out["gather"][..., 3:]).max() > 0.1  # the neighbour differences are not 0
+  for impl in impls[1:]:
+    np.testing.assert_allclose(out[impl], out["gather"], rtol=0, atol=1e-5, err_msg=impl)
+  np.testing.assert_array_equal(out["auto"], out[impls[-1]])
+
+
+@pytest.mark.parametrize("impl,patch_size,stride,tile,expected", [
+    ("auto", 10, 5, 6, "blockwise"), ("auto", 7, 3, 6, "windowed"),
+    ("auto", 10, 5, 0, "gather"), ("auto", 10, 5, None, "gather"),
+    ("gather", 10, 5, 6, "gather"), ("gather", 10, 5, None, "gather"),
+    ("windowed", 10, 5, 6, "windowed"), ("blockwise", 6, 3, 4, "blockwise")])
+def test_impl_resolution(impl, patch_size, stride, tile, expected):
+  assert n3nn.resolve_impl(impl, patch_size=patch_size, stride=stride, tile=tile) == expected
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(impl="fused"), r"unknown impl 'fused'.*'auto', 'gather', 'windowed', 'blockwise'"),
+    (dict(impl="blockwise", patch_size=7, stride=3), "patch_size % stride == 0"),
+    (dict(impl="windowed", tile=None), "needs a positive tile"),
+])
+def test_bad_impl_is_a_clear_error(kwargs, match):
+  block = n3nn.N3Block(k=2, embed_features=8, embed_channels=4, window=5, **kwargs)
+  with pytest.raises(ValueError, match=match):
+    block.init(jax.random.PRNGKey(0), jnp.zeros((1, 30, 30, 2)))
+
+
+def test_model_folder_with_tile_0_still_runs_the_gather_path(tmp_path):
+  """Older versions wrote ``tile: 0`` into model.json for the per-query gathers."""
+  from n3jax.checkpoint import load_model, save_model
+  x = jax.random.uniform(jax.random.PRNGKey(0), (1, 30, 33, 1))
+  model = n3nn.create_model("n3net_tiny", tile=0)
+  variables = model.init(jax.random.PRNGKey(1), x)
+  save_model(tmp_path / "m", variables, name="n3net_tiny", kwargs={"tile": 0})
+  loaded, loaded_vars, _ = load_model(tmp_path / "m")
+  assert (loaded.impl, loaded.tile) == ("auto", 0)
+  gather = n3nn.create_model("n3net_tiny", impl="gather")
+  np.testing.assert_array_equal(np.asarray(loaded.apply(loaded_vars, x)),
+                                np.asarray(gather.apply(variables, x)))
+
+
 def test_image_smaller_than_a_patch_is_a_clear_error():
   model = n3nn.create_model("n3net_tiny")
   with pytest.raises(ValueError, match="smaller than the patch size"):

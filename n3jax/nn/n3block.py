@@ -17,6 +17,79 @@ from n3jax.nn.precision import at_least_float32
 
 
 SELECTIONS = ("continuous", "hard", "concrete")
+IMPLS = ("auto", "gather", "windowed", "blockwise")
+
+
+def resolve_impl(impl: str, *, patch_size: int, stride: int, tile: Optional[int]) -> str:
+  """The non-local implementation an :class:`N3Block` with these attributes runs.
+
+  ``"auto"`` is ``"blockwise"`` when ``patch_size % stride == 0`` and a ``tile`` is set,
+  ``"windowed"`` with a tile otherwise, and ``"gather"`` when ``tile`` is ``0`` or
+  ``None`` (what model folders of older versions meant by ``tile: 0``).
+
+  Raises:
+    ValueError: an unknown ``impl``; ``"blockwise"`` with ``patch_size % stride != 0``;
+      ``"windowed"``/``"blockwise"`` without a positive ``tile``.
+  """
+  if impl not in IMPLS:
+    raise ValueError(f"unknown impl {impl!r}; expected one of {IMPLS}")
+  if impl == "auto":
+    if not tile:
+      return "gather"
+    impl = "blockwise" if patch_size % stride == 0 else "windowed"
+  if impl == "blockwise" and patch_size % stride:
+    raise ValueError(f"impl='blockwise' needs patch_size % stride == 0, got patch_size="
+                     f"{patch_size}, stride={stride}; use impl='windowed' or 'gather'")
+  if impl != "gather" and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 1):
+    raise ValueError(f"impl={impl!r} needs a positive tile, got tile={tile!r}")
+  return impl
+
+
+def _window_logits(impl: str, embed: jax.Array, *, patch_size: int, stride: int,
+                   window: int, tile: Optional[int], query_chunk: Optional[int]) -> jax.Array:
+  """``embed [B, H, W, E]`` → negated squared patch distances ``[B, M, O]`` (window order)."""
+  p, s = patch_size, stride
+  padded = ops.pad_for_patches(embed, p, s)
+  if impl == "blockwise":
+    return -ops.block_sq_distances(ops.to_blocks(padded, s), p // s, window, tile=tile)
+  grid = ops.extract_patches(padded, p, s)  # [B, n1, n2, P·P·E]
+  if impl == "windowed":
+    return -ops.windowed_sq_distances(grid, window, tile=tile)
+  b, n1, n2, _ = grid.shape
+  flat = grid.reshape(b, n1 * n2, -1)
+  return -ops.indexed_sq_distances(flat, flat, ops.window_indices(n1, n2, window),
+                                   query_chunk=query_chunk)
+
+
+def _neighbour_images(impl: str, weights: jax.Array, x: jax.Array, *, patch_size: int,
+                      stride: int, window: int, tile: Optional[int],
+                      query_chunk: Optional[int]) -> jax.Array:
+  """Folded neighbour images: weights ``[B, M, O, k]`` over ``x [B, H, W, c]``'s patches →
+  ``[B, H, W, k, c]`` (each pixel averaged over the patches covering it)."""
+  p, s = patch_size, stride
+  b, h, w, c = x.shape
+  k = weights.shape[-1]
+  padded = ops.pad_for_patches(x, p, s)
+  hp, wp = padded.shape[1:3]
+  n1, n2 = ops.grid_size(h, p, s), ops.grid_size(w, p, s)
+  if impl == "blockwise":
+    q = p // s
+    summed = ops.block_aggregate_sum(weights, ops.to_blocks(padded, s), q, window)
+    counts = ops.block_cover_counts(n1, n2, q).astype(summed.dtype)  # [B, N1, N2, k, D]
+    folded = ops.from_blocks(jnp.moveaxis(summed / counts[:, :, None, None], 3, 1), s)
+    folded = folded.reshape(b * k, hp, wp, c)
+  else:
+    grid = ops.extract_patches(padded, p, s)  # [B, n1, n2, P·P·c]
+    if impl == "windowed":
+      volumes = ops.windowed_aggregate(weights, grid, window, tile=tile)
+    else:
+      volumes = ops.aggregate(weights, grid.reshape(b, n1 * n2, -1),
+                              indices=ops.window_indices(n1, n2, window),
+                              query_chunk=query_chunk)  # [B, M, k, P·P·c]
+    volumes = volumes.reshape(b, n1, n2, k, -1).transpose(0, 3, 1, 2, 4)
+    folded = ops.fold_patches(volumes.reshape(b * k, n1, n2, -1), hp, wp, p, s)
+  images = ops.crop_patch_padding(folded, h, w, p, s)
+  return images.reshape(b, k, h, w, c).transpose(0, 2, 3, 1, 4)
 
 
 class N3Block(nn.Module):
@@ -24,8 +97,8 @@ class N3Block(nn.Module):
 
   Embeds the input with a CNN, cuts input and embedding into ``patch_size``² patches at
   ``stride``, selects ``k`` continuous nearest neighbours of every patch among the other
-  patches of its ``window``² search window, folds each neighbour volume back into an image
-  and returns ``concat([x, N_1 − x, …, N_k − x])``.
+  patches of its ``window``² search window (:mod:`n3jax.ops.geometry`), folds each
+  neighbour volume back into an image and returns ``concat([x, N_1 − x, …, N_k − x])``.
 
   Attributes:
     k: number of neighbours. patch_size, stride, window: patch geometry (the window is
@@ -33,16 +106,22 @@ class N3Block(nn.Module):
       the embedding CNN (the temperature CNN is the same with one output channel).
     temp_bias: multiplies the learned temperature (added as ``log(temp_bias)``).
     distance_bn: BatchNorm over all distances (one channel).
-    tile: compute distances and aggregation tile by tile with matmuls
-      (:mod:`n3jax.ops.windowed`, the default); ``None`` uses the per-query gathers of
-      :func:`~n3jax.ops.indexed_sq_distances` / :func:`~n3jax.ops.aggregate` instead,
-      processing ``query_chunk`` patches at a time. Both give the same result.
+    impl: how the non-local part is computed; all give the same result up to float
+      rounding. ``"blockwise"``: on the grid of ``stride``² blocks
+      (:mod:`n3jax.ops.blockwise`; needs ``patch_size % stride == 0``), distances in
+      tiles of ``tile``² patches, aggregation and folding in one step; ``"windowed"``:
+      on patch vectors, tile by tile with matmuls (:mod:`n3jax.ops.windowed`);
+      ``"gather"``: per-query gathers of the window candidates
+      (:func:`~n3jax.ops.indexed_sq_distances`, :func:`~n3jax.ops.aggregate`),
+      ``query_chunk`` patches at a time; ``"auto"`` (default): see :func:`resolve_impl`
+      (``tile=0`` or ``None`` still means ``"gather"`` there).
+    tile: tile side of ``"windowed"`` and ``"blockwise"``. query_chunk: queries per chunk
+      of ``"gather"`` (``None``: all at once).
     selection: how neighbours are selected from the distances: ``"continuous"`` (the N³
       relaxation, the default), ``"hard"`` (plain kNN, no gradient through the choice) or
       ``"concrete"`` (the stochastic Gumbel-softmax relaxation; needs a ``"gumbel"`` RNG
       when ``train=True`` and is the deterministic relaxation otherwise). These are the
       ablations of paper Table 1.
-    conv_only: benchmark stand-in, see :meth:`_conv_only_standin` (not a model).
     dtype: computation dtype of the embedding and temperature CNNs (e.g. bfloat16, see
       :mod:`n3jax.nn.precision`); the non-local part always runs in at least float32.
   """
@@ -58,10 +137,10 @@ class N3Block(nn.Module):
   bn_momentum: float = BN_MOMENTUM
   distance_bn_momentum: float = DISTANCE_BN_MOMENTUM
   bn_axis_name: Optional[str] = None
+  impl: str = "auto"
   query_chunk: Optional[int] = 512
   tile: Optional[int] = ops.windowed.DEFAULT_TILE
   selection: str = "continuous"
-  conv_only: bool = False
   dtype: Any = None
 
   @nn.compact
@@ -75,52 +154,21 @@ class N3Block(nn.Module):
       match: optional ``[B, H, W, C']`` fixed features to match patches on instead of the
         learned embedding of ``x`` (e.g. the noisy network input: classic block matching).
     """
-    if x.ndim != 4:
-      raise ValueError(f"N3Block expects [B, H, W, C] images, got shape {x.shape}")
     if self.selection not in SELECTIONS:
       raise ValueError(f"unknown selection {self.selection!r}; expected one of {SELECTIONS}")
+    impl = resolve_impl(self.impl, patch_size=self.patch_size, stride=self.stride,
+                        tile=self.tile)
+    embed = self._embedding(x, train, match)
     b, h, w, c = x.shape
     p, s = self.patch_size, self.stride
-    if match is not None:
-      if match.ndim != 4 or match.shape[:3] != x.shape[:3]:
-        raise ValueError(f"match features {match.shape} must be [B, H, W, C'] like x {x.shape}")
-      embed = match
-    else:
-      embed = EmbeddingCNN(self.embed_channels, self.embed_features, self.embed_depth,
-                           bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
-                           dtype=self.dtype, name="embedcnn")(x, train=train)
-    # Distances, the relaxation and the aggregation run in at least float32, also when
-    # the CNNs compute in bfloat16 (`dtype`): bfloat16 distances lose the neighbour order.
-    embed = at_least_float32(embed)
-
-    if self.conv_only:
-      return self._conv_only_standin(x, embed, train)
-
-    def patches(img):
-      return ops.extract_patches(ops.pad_for_patches(img, p, s), p, s)
-
     n1, n2 = ops.grid_size(h, p, s), ops.grid_size(w, p, s)
-    m = n1 * n2
     num_candidates = ops.num_candidates(n1, n2, self.window)
     if self.k > num_candidates:
       raise ValueError(f"k={self.k} neighbours requested but a {h}x{w} image has only "
                        f"{num_candidates} candidates per patch")
-    # The non-local part: on the block grid when patches are whole blocks (the default
-    # 10 / 5), else on patch vectors; both bounded in memory, or per-query gathers.
-    blockwise = bool(self.tile) and p % s == 0
-    if blockwise:
-      q = p // s
-      x_blocks = ops.to_blocks(ops.pad_for_patches(x, p, s), s)  # [B, N1, N2, s·s·c]
-      e_blocks = ops.to_blocks(ops.pad_for_patches(embed, p, s), s)
-      logits = -ops.block_sq_distances(e_blocks, q, self.window, tile=self.tile)
-    elif self.tile:
-      x_patches = patches(x)  # [B, n1, n2, P*P*c]
-      logits = -ops.windowed_sq_distances(patches(embed), self.window, tile=self.tile)
-    else:
-      x_patches = patches(x)
-      indices = ops.window_indices(n1, n2, self.window)
-      e_flat = patches(embed).reshape(b, m, -1)
-      logits = -ops.indexed_sq_distances(e_flat, e_flat, indices, query_chunk=self.query_chunk)
+    geometry = dict(patch_size=p, stride=s, window=self.window, tile=self.tile,
+                    query_chunk=self.query_chunk)
+    logits = _window_logits(impl, embed, **geometry)  # [B, M, O]
     if self.selection == "hard":
       weights = ops.hard_knn_weights(logits, k=self.k)  # [B, M, O, k]
     else:
@@ -128,12 +176,10 @@ class N3Block(nn.Module):
         logits = batch_norm(train=train, momentum=self.distance_bn_momentum,
                             axis_name=self.bn_axis_name, scale_init=nn.initializers.ones,
                             name="distance_bn")(logits[..., None])[..., 0]
-      log_temp = EmbeddingCNN(1, self.embed_features, self.embed_depth,
-                              bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
-                              dtype=self.dtype, name="tempcnn")(x, train=train)
-      log_temp = at_least_float32(log_temp)
+      log_temp = self._log_temperature(x, train)
       # Per-query temperature: mean log-temperature over the patch (zero padding included).
-      log_t = patches(log_temp).reshape(b, m, -1).mean(axis=-1) + math.log(self.temp_bias)
+      log_t = ops.extract_patches(ops.pad_for_patches(log_temp, p, s), p, s)
+      log_t = log_t.reshape(b, n1 * n2, -1).mean(axis=-1) + math.log(self.temp_bias)
       temperature = jnp.exp(log_t)
       self.sow("intermediates", "temperature", temperature)  # [B, M], for inspection
       if self.selection == "concrete" and train:
@@ -142,39 +188,31 @@ class N3Block(nn.Module):
       else:
         weights = ops.continuous_knn_weights(logits, temperature, k=self.k)  # [B, M, O, k]
     self.sow("intermediates", "knn_weights", weights)  # [B, M, O, k], window order
-    hp, wp = h + sum(ops.patch_padding(h, p, s)), w + sum(ops.patch_padding(w, p, s))
-    if blockwise:
-      summed = ops.block_aggregate_sum(weights, x_blocks, q, self.window)  # [B,N1,N2,k,D]
-      counts = ops.block_cover_counts(n1, n2, q).astype(summed.dtype)
-      folded = ops.from_blocks(jnp.moveaxis(summed / counts[:, :, None, None], 3, 1), s)
-      images = ops.crop_patch_padding(folded.reshape(b * self.k, hp, wp, c), h, w, p, s)
-    else:
-      if self.tile:
-        volumes = ops.windowed_aggregate(weights, x_patches, self.window, tile=self.tile)
-      else:
-        volumes = ops.aggregate(weights, x_patches.reshape(b, m, -1), indices=indices,
-                                query_chunk=self.query_chunk)  # [B, M, k, P*P*c]
-      volumes = volumes.reshape(b, n1, n2, self.k, -1).transpose(0, 3, 1, 2, 4)
-      volumes = volumes.reshape(b * self.k, n1, n2, -1)
-      images = ops.crop_patch_padding(ops.fold_patches(volumes, hp, wp, p, s), h, w, p, s)
-    images = images.reshape(b, self.k, h, w, c).transpose(0, 2, 3, 1, 4)  # [B, H, W, k, c]
+    images = _neighbour_images(impl, weights, x, **geometry)  # [B, H, W, k, c]
     diffs = (images - x[..., None, :]).reshape(b, h, w, self.k * c)
     return jnp.concatenate([x, diffs.astype(x.dtype)], axis=-1)
 
+  def _embedding(self, x: jax.Array, train: bool, match: Optional[jax.Array]) -> jax.Array:
+    """Checks the input; ``match`` or the embedding CNN's features of ``x``, in at least
+    float32 (distances, the relaxation and the aggregation run in it, also when the CNNs
+    compute in bfloat16: bfloat16 distances lose the neighbour order)."""
+    if x.ndim != 4:
+      raise ValueError(f"N3Block expects [B, H, W, C] images, got shape {x.shape}")
+    if match is not None:
+      if match.ndim != 4 or match.shape[:3] != x.shape[:3]:
+        raise ValueError(f"match features {match.shape} must be [B, H, W, C'] like x {x.shape}")
+      return at_least_float32(match)
+    embed = EmbeddingCNN(self.embed_channels, self.embed_features, self.embed_depth,
+                         bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
+                         dtype=self.dtype, name="embedcnn")(x, train=train)
+    return at_least_float32(embed)
 
-  def _conv_only_standin(self, x: jax.Array, embed: jax.Array, train: bool) -> jax.Array:
-    """Benchmark stand-in: the block's CNNs without its non-local part.
-
-    Runs the embedding and temperature CNNs as the block does, then replaces patch
-    extraction, distances, the k relaxation steps, aggregation and folding by an
-    elementwise map of equal output shape (used by ``bench/inference.py`` to measure what
-    the network costs without the non-local part).
-    """
+  def _log_temperature(self, x: jax.Array, train: bool) -> jax.Array:
+    """The temperature CNN's ``[B, H, W, 1]`` log-temperatures of ``x``, in at least float32."""
     log_temp = EmbeddingCNN(1, self.embed_features, self.embed_depth,
                             bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
                             dtype=self.dtype, name="tempcnn")(x, train=train)
-    v = x * jnp.exp(log_temp) + jnp.mean(embed, axis=-1, keepdims=True).astype(x.dtype)
-    return jnp.concatenate([x, jnp.tile(v, (1, 1, 1, self.k)).astype(x.dtype)], axis=-1)
+    return at_least_float32(log_temp)
 
 
 class MLP(nn.Module):

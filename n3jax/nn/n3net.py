@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional, Type
 
 import flax.linen as nn
 import jax
 
-from n3jax import ops
 from n3jax.nn.dncnn import DnCNN
 from n3jax.nn.layers import BN_MOMENTUM
 from n3jax.nn.n3block import N3Block
@@ -26,8 +25,13 @@ class N3Net(nn.Module):
   (classic block matching) instead of a learned embedding. ``dncnn_bn=False`` drops the
   BatchNorm of the DnCNN stages (VDSR-style stages, for super-resolution);
   ``zero_init_out`` zero-initializes each stage's last conv (see :class:`DnCNN`).
-  ``conv_only=True`` is the benchmarks' conv-only stand-in (see :class:`N3Block`).
+  ``impl``, ``tile`` and ``query_chunk`` choose how the N³ blocks compute (the same
+  result; see :class:`N3Block`). The blocks are built by :attr:`block_cls` (a class
+  attribute, not a model attribute: a subclass may swap in another block, e.g. the
+  benchmarks' conv-only stand-in in ``bench/conv_only.py``).
   """
+  block_cls: ClassVar[Type[nn.Module]] = N3Block
+
   out_channels: int = 1
   num_dncnns: int = 3
   interm_channels: int = 8
@@ -41,10 +45,10 @@ class N3Net(nn.Module):
   embed_features: int = N3Block.embed_features
   embed_depth: int = N3Block.embed_depth
   temp_bias: float = N3Block.temp_bias
-  query_chunk: Optional[int] = 512
-  tile: Optional[int] = ops.windowed.DEFAULT_TILE
+  impl: str = N3Block.impl
+  query_chunk: Optional[int] = N3Block.query_chunk
+  tile: Optional[int] = N3Block.tile
   selection: str = "continuous"
-  conv_only: bool = False
   match_on: str = "embedding"
   dncnn_bn: bool = True
   zero_init_out: bool = False
@@ -86,10 +90,10 @@ class N3Net(nn.Module):
                    self.depth, use_bn=self.dncnn_bn, zero_init_out=self.zero_init_out,
                    bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
                    dtype=self.dtype, name=f"dncnn_{i // 2}")(x, train=train)
-    return N3Block(k=self.k, patch_size=self.patch_size, stride=self.stride,
-                   window=self.window, embed_features=self.embed_features,
-                   embed_depth=self.embed_depth, embed_channels=self.interm_channels,
-                   temp_bias=self.temp_bias, bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
-                   query_chunk=self.query_chunk, tile=self.tile, selection=self.selection,
-                   conv_only=self.conv_only, dtype=self.dtype,
-                   name=f"n3block_{i // 2}")(x, train=train, match=match)
+    return self.block_cls(
+        k=self.k, patch_size=self.patch_size, stride=self.stride, window=self.window,
+        embed_features=self.embed_features, embed_depth=self.embed_depth,
+        embed_channels=self.interm_channels, temp_bias=self.temp_bias,
+        bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name, impl=self.impl,
+        query_chunk=self.query_chunk, tile=self.tile, selection=self.selection,
+        dtype=self.dtype, name=f"n3block_{i // 2}")(x, train=train, match=match)

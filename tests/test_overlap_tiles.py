@@ -1,0 +1,46 @@
+"""The official NLRN tile protocol: tile placement and averaging."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from n3jax.nn import create_model
+from n3jax.overlap_tiles import num_tiles, restore_overlapping, tile_starts
+
+
+def test_tile_starts_cover_the_image_with_the_last_tile_flush():
+  assert tile_starts(256, 43, 7) == list(range(0, 214, 7)) + [213]
+  assert tile_starts(43, 43, 7) == [0] and tile_starts(20, 43, 7) == [0]
+  assert tile_starts(50, 43, 7) == [0, 7]
+  assert num_tiles(256, 256) == 32 * 32 and num_tiles(512, 512) == 68 * 68
+  with pytest.raises(ValueError, match="positive"):
+    tile_starts(10, 4, 0)
+
+
+def test_averages_the_tiles_outputs():
+  """Each pixel is the mean of the outputs of the tiles covering it (brute force)."""
+  model = create_model("dncnn17", depth=2, features=2)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (19, 23))
+  variables = model.init(jax.random.PRNGKey(1), x[None, :, :, None])
+  got = restore_overlapping(model, variables, x, tile=8, stride=3, batch=5)
+  total = np.zeros((19, 23))
+  count = np.zeros((19, 23))
+  for r in tile_starts(19, 8, 3):
+    for c in tile_starts(23, 8, 3):
+      out = model.apply(variables, x[None, r:r + 8, c:c + 8, None])[0, :, :, 0]
+      total[r:r + 8, c:c + 8] += np.asarray(out)
+      count[r:r + 8, c:c + 8] += 1
+  np.testing.assert_allclose(got, total / count, rtol=1e-5, atol=1e-6)
+  for batch in (1, 7, 64):  # padding calls carry no weight
+    np.testing.assert_allclose(
+        restore_overlapping(model, variables, x, tile=8, stride=3, batch=batch), got,
+        rtol=1e-5, atol=1e-6)
+
+
+def test_an_image_no_larger_than_a_tile_is_one_call():
+  model = create_model("nlrn", features=4, embed_features=2, num_steps=1, window=5)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (12, 10, 1))
+  variables = model.init(jax.random.PRNGKey(1), x[None])
+  np.testing.assert_allclose(restore_overlapping(model, variables, x, tile=43),
+                             model.apply(variables, x[None])[0], rtol=1e-5, atol=1e-6)

@@ -148,7 +148,6 @@ def _local_attention(query, key, value, prior, *, window, border, tile, return_l
     return jnp.pad(x, ((0, 0), (0, t1 * tile - h), (0, t2 * tile - w), (0, 0)), mode="edge")
 
   q_pad = pad_queries(query.astype(acc))
-  p_pad = None if prior is None else pad_queries(prior.astype(acc))
 
   def tile_fn(i, j):
     q = jax.lax.dynamic_slice_in_dim(q_pad, i * tile, tile, 1)
@@ -165,9 +164,12 @@ def _local_attention(query, key, value, prior, *, window, border, tile, return_l
     in1, in2 = (d1 >= 0) & (d1 < w1), (d2 >= 0) & (d2 < w2)
     inside = (in1[:, None, :, None] & in2[None, :, None, :]).reshape(tile * tile, r1 * r2)
     logits = jnp.einsum("bqe,bre->bqr", q, region(key), preferred_element_type=acc)
-    if p_pad is not None:
-      pr = jax.lax.dynamic_slice_in_dim(p_pad, i * tile, tile, 1)
-      pr = jax.lax.dynamic_slice_in_dim(pr, j * tile, tile, 2)  # [B, T, T, O]
+    if prior is not None:
+      # The tile's rows of the prior (the last row/column repeated past the image), taken
+      # without a padded copy of the whole [H, W, O] volume.
+      rows = jnp.minimum(i * tile + jnp.arange(tile), h - 1)
+      cols = jnp.minimum(j * tile + jnp.arange(tile), w - 1)
+      pr = jnp.take(jnp.take(prior, rows, axis=1), cols, axis=2).astype(acc)  # [B, T, T, O]
       flat = (jnp.clip(d1, 0, w1 - 1)[:, None, :, None] * w2
               + jnp.clip(d2, 0, w2 - 1)[None, :, None, :])  # [T, T, R1, R2]
       flat = flat.reshape(tile * tile, r1 * r2)

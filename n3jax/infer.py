@@ -1,17 +1,41 @@
 """Whole-image inference of any size: jit-compiled, tiled stage by stage, exact.
 
-``restore(model, variables, image)`` (alias ``denoise``) runs a trained N³Net or DnCNN on
-an image of any size in bounded memory. Images up to ``tile`` pixels per side run in one
-piece. Larger ones are cut into overlapping tiles, *stage by stage*: each stage of the
-network (a DnCNN; an N³ block together with the DnCNN after it, :func:`stage_groups`)
-runs over tiles of the previous stage's full-size output, and keeps from each tile only
-its core, whose receptive field lies inside the tile. The overlap a stage needs (its
-*halo*) is its own receptive radius — 6 pixels for a DnCNN of depth 6, 47 + 6 for the
-reference N³ block and its DnCNN — not the whole network's (≈ 110), so tiling costs
-little extra time, and the full-size intermediates are the DnCNNs' 8 channels. N³ block tiles start on the block's patch grid and keep the image's
-patch padding, so patches, search windows (border-shifted ones included) and the
-temperature of every kept pixel are those of the untiled run: the result equals untiled
-inference up to float rounding (tests/test_infer.py: within 1e-5 of the output's scale).
+``restore(model, variables, image)`` (alias ``denoise``) runs a trained model on an image
+of any size in bounded memory. Images up to ``tile`` pixels per side run in one piece.
+Larger ones are cut into overlapping tiles, *stage by stage*: each group of stages of the
+network (a DnCNN; an N³ block together with the DnCNN after it) runs over tiles of the
+previous group's full-size output, and keeps from each tile only its core, whose
+receptive field lies inside the tile. The overlap a group needs (its *halo*) is its own
+receptive radius — 6 pixels for a DnCNN of depth 6, 47 + 6 for the reference N³ block and
+its DnCNN — not the whole network's (≈ 110), so tiling costs little extra time, and the
+full-size intermediates are the DnCNNs' 8 channels. N³ block tiles start on the block's
+patch grid and keep the image's patch padding, so patches, search windows (border-shifted
+ones included) and the temperature of every kept pixel are those of the untiled run: the
+result equals untiled inference up to float rounding (tests/test_infer.py: within 1e-5 of
+the output's scale).
+
+**The tiling protocol.** A model says how it is tiled; this module knows no model class.
+Any Flax module with these plain methods (called on the unbound module) can be restored:
+
+* ``model.tiling_groups() -> List[Tuple[Tuple[int, ...], int, int]]``: its stages, in
+  order, grouped into those tiled together: ``[(stages, halo, align), …]``. ``stages``
+  are the stage indices of the group (any labels the model's ``apply_stages`` accepts);
+  ``halo`` its receptive radius in pixels (tiles overlap by it; a number at least as large
+  as the image means the group runs in one piece); ``align`` a positive multiple that
+  tile starts must be (1 for convolutions, the stride of an N³ block's patch grid). A
+  model that runs in one piece gives one group, e.g. a DnCNN ``[((0,), depth, 1)]``.
+* ``model.apply_stages(variables, x, stages, *, network_input) -> y``: runs the stages of
+  one group in inference mode on ``x [B, h, w, C]`` (the previous group's output over a
+  tile; the network input for the first group) and returns ``[B, h, w, C']``.
+  ``network_input [B, h, w, C_in]`` is the network's input over the same pixels, for
+  models whose later stages read it (N³Net with ``match_on="input"``; a global
+  residual); others ignore it.
+* ``model.input_channels(variables) -> Optional[int]``: the channels of the input the
+  model takes, e.g. read from its first convolution (``None``: unknown, not checked).
+
+Optional: ``model.runnable_size(height, width) -> (H, W)``, the size ``>= (height, width)``
+the model runs on (:func:`runnable_size`; default: any size). :func:`stage_groups` raises
+a ``TypeError`` naming the missing methods for a model without the protocol.
 """
 
 from __future__ import annotations
@@ -26,66 +50,46 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from n3jax.nn.dncnn import DnCNN
-from n3jax.nn.n3block import N3Block
-from n3jax.nn.n3net import N3Net
-
 DEFAULT_TILE = 512  # core tile side (bench/inference.py: 4096² in 2.2 GiB)
 DEFAULT_BLOCK = 2048  # restore_large: core block side (a 12-megapixel photo: 2 x 2 blocks)
 
 
-def dncnn_halo(depth: int, kernel_size: int = 3) -> int:
-  """Receptive radius of a DnCNN of ``depth`` convolutions: ``kernel_size // 2`` per layer."""
-  return depth * (kernel_size // 2)
+TILING_PROTOCOL = ("tiling_groups", "apply_stages", "input_channels")
 
 
-def n3block_halo(patch_size: int, stride: int, window: int, embed_depth: int,
-                 kernel_size: int = 3) -> int:
-  """Receptive radius of an N³ block, in pixels of its input.
-
-  A pixel's output averages candidates of the patches covering it: a covering patch
-  starts at most ``patch_size − 1`` before the pixel, its candidates start at most
-  ``stride · (window // 2)`` before that and extend ``patch_size − 1`` after their start,
-  so candidate pixels lie within ``(patch_size − 1) + stride · (window // 2)`` of the
-  pixel; their embeddings add the embedding CNN's radius. The same margin keeps the
-  window of every kept query centred, or shifted at the image border exactly as in the
-  whole image.
-  """
-  return (patch_size - 1) + stride * (window // 2) + embed_depth * (kernel_size // 2)
-
-
-def stage_geometry(model: nn.Module) -> List[Tuple[int, int]]:
-  """``(halo, align)`` of each stage of ``model``: tiles of stage ``i`` overlap by
-  ``halo`` pixels and start at multiples of ``align``."""
-  if isinstance(model, N3Net):
-    out = []
-    for i in range(model.num_stages):
-      if i % 2 == 0:
-        out.append((dncnn_halo(model.depth), 1))
-      else:
-        out.append((n3block_halo(model.patch_size, model.stride, model.window,
-                                 model.embed_depth), model.stride))
-    return out
-  if isinstance(model, DnCNN):
-    return [(dncnn_halo(model.depth, model.kernel_size), 1)]
-  raise TypeError(f"no tiling rule for {type(model).__name__}; use N3Net or DnCNN")
+def check_tiling_protocol(model: Any) -> None:
+  """Raises ``TypeError`` naming the class and the methods of the tiling protocol (see the
+  module docstring) that ``model`` lacks."""
+  missing = [m for m in TILING_PROTOCOL if not callable(getattr(model, m, None))]
+  if missing:
+    raise TypeError(
+        f"{type(model).__name__} cannot be tiled by n3jax.infer: it lacks "
+        f"{', '.join(missing)}. Define tiling_groups() -> [(stages, halo, align), ...], "
+        "apply_stages(variables, x, stages, *, network_input) and "
+        "input_channels(variables) (see the n3jax.infer docstring)")
 
 
 def stage_groups(model: nn.Module) -> List[Tuple[Tuple[int, ...], int, int]]:
-  """The stages tiled together, ``[(stages, halo, align), …]`` in order.
+  """The stages tiled together, ``[(stages, halo, align), …]`` in order: the model's
+  ``tiling_groups()``, checked.
 
-  An N³ block is tiled together with the DnCNN after it, so its ``(k + 1)·c``-channel
-  output (64 channels in the paper's N³Net) exists only tile by tile: the whole-image
-  intermediates are the DnCNNs' outputs (8 channels). A group's halo is the sum of its
-  stages' halos, its alignment their least common multiple.
+  For N³Net an N³ block is tiled together with the DnCNN after it
+  (:meth:`~n3jax.nn.N3Net.tiling_groups`); a DnCNN is one group.
+
+  Raises:
+    TypeError: ``model`` lacks the tiling protocol, or its groups are malformed.
   """
-  stages = stage_geometry(model)
-  groups, i = [], 0
-  while i < len(stages):
-    members = (i, i + 1) if i % 2 == 1 and i + 1 < len(stages) else (i,)
-    groups.append((members, sum(stages[j][0] for j in members),
-                   math.lcm(*(stages[j][1] for j in members))))
-    i += len(members)
+  check_tiling_protocol(model)
+  groups = [tuple(g) for g in model.tiling_groups()]
+  for g in groups:
+    ok = (len(g) == 3 and isinstance(g[0], tuple) and g[0]
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in g[1:])
+          and g[1] >= 0 and g[2] >= 1)
+    if not ok:
+      raise TypeError(f"{type(model).__name__}.tiling_groups() must give (stages tuple, "
+                      f"halo >= 0, align >= 1) per group, got {g!r}")
+  if not groups:
+    raise TypeError(f"{type(model).__name__}.tiling_groups() gave no group")
   return groups
 
 
@@ -113,27 +117,28 @@ def axis_tiles(size: int, core: int, halo: int, align: int
   return tile, core, out
 
 
-def _tiled(fn, x: jax.Array, match: Optional[jax.Array], *, tile: int, halo: int,
+def _tiled(fn, x: jax.Array, network_input: Optional[jax.Array], *, tile: int, halo: int,
            align: int) -> jax.Array:
-  """Applies a stage ``fn(x_tile, match_tile)`` over overlapping tiles of ``x [B, H, W, C]``."""
+  """Applies a stage ``fn(x_tile, network_input_tile)`` over overlapping tiles of
+  ``x [B, H, W, C]`` (``network_input``: ``[B, H, W, C_in]`` or ``None``)."""
   b, h, w, c = x.shape
   t1, k1, rows = axis_tiles(h, tile, halo, align)
   t2, k2, cols = axis_tiles(w, tile, halo, align)
   if len(rows) == 1 and len(cols) == 1:
-    return fn(x, match)
+    return fn(x, network_input)
   table = np.array([(r[0], cl[0], r[1], cl[1]) for r in rows for cl in cols], np.int32)
   out_shape = jax.eval_shape(fn, jax.ShapeDtypeStruct((b, t1, t2, c), x.dtype),
-                             None if match is None else
-                             jax.ShapeDtypeStruct((b, t1, t2, match.shape[-1]), match.dtype))
+                             None if network_input is None else jax.ShapeDtypeStruct(
+                                 (b, t1, t2, network_input.shape[-1]), network_input.dtype))
   out = jnp.zeros((b, h, w, out_shape.shape[-1]), out_shape.dtype)
   table = jnp.asarray(table)
 
   def body(n, out):
     ty, tx, cy, cx = table[n, 0], table[n, 1], table[n, 2], table[n, 3]
     xt = jax.lax.dynamic_slice(x, (0, ty, tx, 0), (b, t1, t2, c))
-    mt = None if match is None else jax.lax.dynamic_slice(
-        match, (0, ty, tx, 0), (b, t1, t2, match.shape[-1]))
-    yt = fn(xt, mt)
+    nt = None if network_input is None else jax.lax.dynamic_slice(
+        network_input, (0, ty, tx, 0), (b, t1, t2, network_input.shape[-1]))
+    yt = fn(xt, nt)
     core = jax.lax.dynamic_slice(yt, (0, cy - ty, cx - tx, 0), (b, k1, k2, yt.shape[-1]))
     return jax.lax.dynamic_update_slice(out, core, (0, cy, cx, 0))
 
@@ -146,11 +151,13 @@ PLAUSIBLE_RANGE = (-2.0, 3.0)
 
 
 def input_channels(model: nn.Module, variables: Mapping[str, Any]) -> Optional[int]:
-  """The channels ``model`` takes, read from its first convolution (``None``: unknown)."""
-  params = variables.get("params", {})
-  first = params.get("dncnn_0", params) if isinstance(model, N3Net) else params
-  kernel = first.get("conv_in", {}).get("kernel") if hasattr(first, "get") else None
-  return None if kernel is None else int(kernel.shape[-2])
+  """The channels ``model`` takes: its ``input_channels(variables)`` (``None``: unknown).
+
+  Raises:
+    TypeError: ``model`` lacks the tiling protocol.
+  """
+  check_tiling_protocol(model)
+  return model.input_channels(variables)
 
 
 def check_image(image: Any, *, channels: Optional[int] = None, name: str = "image") -> None:
@@ -208,7 +215,7 @@ def restore(model: nn.Module, variables: Mapping[str, Any], image: jax.Array, *,
   count, finite values. Compiled once per model, image shape and ``tile``.
 
   Args:
-    model: an :class:`~n3jax.nn.N3Net` or :class:`~n3jax.nn.DnCNN` (any registry model).
+    model: any model with the tiling protocol (module docstring): the registry's.
     variables: its variables (``params`` and ``batch_stats``).
     image: ``[H, W]``, ``[H, W, C]`` or ``[B, H, W, C]`` float array (e.g. a noisy
       image in [0, 1]).
@@ -220,7 +227,8 @@ def restore(model: nn.Module, variables: Mapping[str, Any], image: jax.Array, *,
     one output channel), equal to ``model.apply(variables, image)`` up to float rounding.
 
   Raises:
-    TypeError, ValueError: see :func:`check_image`; ``tile`` < 1.
+    TypeError, ValueError: see :func:`check_image`; ``tile`` < 1; a model without the
+      tiling protocol (:func:`stage_groups`).
   """
   if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
     raise ValueError(f"tile must be a positive integer, got {tile!r}")
@@ -245,25 +253,19 @@ def restore_unchecked(model: nn.Module, variables: Mapping[str, Any], image: jax
   elif layout != 4:
     raise ValueError(f"image must be [H, W], [H, W, C] or [B, H, W, C], got {x.shape}")
   x = x.astype(jnp.result_type(x.dtype, jnp.float32))
-  match = x if isinstance(model, N3Net) and model.match_on == "input" else None
+  network_input = x
   for members, halo, align in stage_groups(model):
     fn = functools.partial(_apply_stages, model, variables, members)
-    uses_match = any(i % 2 for i in members)
-    x = _tiled(fn, x, match if uses_match else None, tile=tile, halo=halo, align=align)
+    x = _tiled(fn, x, network_input, tile=tile, halo=halo, align=align)
   if layout == 2:
     return x[0, :, :, 0] if x.shape[-1] == 1 else x[0]
   return x[0] if layout == 3 else x
 
 
 def _apply_stages(model: nn.Module, variables, stages: Sequence[int], x: jax.Array,
-                  match: Optional[jax.Array]) -> jax.Array:
-  """Stages ``stages`` of an N³Net in turn (N³ blocks get ``match``), or the whole of a
-  DnCNN (its only stage)."""
-  if not isinstance(model, N3Net):
-    return model.apply(variables, x, train=False)
-  for i in stages:
-    x = model.apply(variables, x, train=False, stage=i, match=match if i % 2 else None)
-  return x
+                  network_input: Optional[jax.Array]) -> jax.Array:
+  """One group of stages over a tile: ``model.apply_stages`` as :func:`_tiled` calls it."""
+  return model.apply_stages(variables, x, stages, network_input=network_input)
 
 
 denoise = restore
@@ -277,25 +279,16 @@ def network_geometry(model: nn.Module) -> Tuple[int, int]:
 
 
 def runnable_size(model: nn.Module, height: int, width: int) -> Tuple[int, int]:
-  """The smallest ``(H, W) >= (height, width)`` the model runs on.
+  """A size ``(H, W) >= (height, width)`` the model runs on: ``(height, width)`` itself
+  when it does, else the model's ``runnable_size(height, width)``.
 
   An N³ block needs sides of at least ``patch_size`` and ``k`` candidates per patch
-  besides the patch itself (a 20x20 image for the paper's N³Net); a DnCNN runs on any size.
+  besides the patch itself (a 20x20 image for the paper's N³Net,
+  :func:`~n3jax.ops.geometry.n3block_runnable_size`); a model without a
+  ``runnable_size`` method (a DnCNN) runs on any size.
   """
-  if not isinstance(model, N3Net):
-    return height, width
-  from n3jax import ops
-  def fits(h, w):
-    p, s = model.patch_size, model.stride
-    return min(h, w) >= p and ops.num_candidates(
-        ops.grid_size(h, p, s), ops.grid_size(w, p, s), model.window) >= model.k
-  if fits(height, width):
-    return height, width
-  h, w = max(height, model.patch_size), max(width, model.patch_size)
-  if fits(h, w):
-    return h, w
-  side = model.patch_size + model.stride * (math.ceil(math.sqrt(model.k + 1)) - 1)
-  return max(h, side), max(w, side)
+  fn = getattr(model, "runnable_size", None)
+  return (height, width) if fn is None else tuple(fn(height, width))
 
 
 def restore_large(model: nn.Module, variables: Mapping[str, Any], image: np.ndarray, *,
@@ -352,6 +345,6 @@ def restore_large(model: nn.Module, variables: Mapping[str, Any], image: np.ndar
 
 
 __all__ = ["restore", "restore_unchecked", "denoise", "restore_large", "runnable_size",
-           "stage_geometry", "stage_groups",
+           "stage_groups", "check_tiling_protocol", "TILING_PROTOCOL",
            "network_geometry", "check_image", "input_channels", "PLAUSIBLE_RANGE",
-           "axis_tiles", "n3block_halo", "dncnn_halo", "DEFAULT_TILE", "DEFAULT_BLOCK"]
+           "axis_tiles", "DEFAULT_TILE", "DEFAULT_BLOCK"]

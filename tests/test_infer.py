@@ -47,7 +47,7 @@ def test_tiled_n3block_stage_equals_untiled_and_needs_its_halo(shape, core, grou
         lambda a: 100 * a, params["dncnn_1"]["conv_out"])}
     variables = {**variables, "params": params}
   else:
-    members, (halo, align) = (1,), infer.stage_geometry(model)[1]
+    members, (halo, align) = (1,), model.stage_geometry()[1]
     assert halo == 9 + 5 * 7 + 3
   fn = functools.partial(infer._apply_stages, model, variables, members)
   ref = fn(x, None)
@@ -59,6 +59,99 @@ def test_tiled_n3block_stage_equals_untiled_and_needs_its_halo(shape, core, grou
   np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=0, atol=1e-5 * scale)
   short = jax.jit(lambda x: infer._tiled(fn, x, None, tile=core, halo=halo - 20, align=align))
   assert float(jnp.abs(short(x) - ref).max()) > 1e-3 * scale
+
+
+# Each model's tiling groups (stages, halo, align), as n3jax.infer computed them before the
+# models reported their own: DnCNN halos are depth · 1; an N³ block's is
+# (patch_size − 1) + stride · (window // 2) + embed_depth, plus the DnCNN after it.
+GROUPS = {
+    "n3net": [((0,), 6, 1), ((1, 2), 53, 5), ((3, 4), 53, 5)],
+    "n3net_light": [((0,), 6, 1), ((1, 2), 53, 5)],
+    "knn_input": [((0,), 6, 1), ((1, 2), 53, 5)],
+    "n3net_sisr": [((0,), 7, 1), ((1, 2), 54, 5), ((3, 4), 54, 5)],
+    "n3net_tiny": [((0,), 3, 1), ((1, 2), 24, 5), ((3, 4), 24, 5)],
+    "dncnn17": [((0,), 17, 1)],
+    "vdsr": [((0,), 20, 1)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(GROUPS))
+def test_models_report_the_tiling_groups_and_sizes_they_had(name):
+  model = create_model(name)
+  assert infer.stage_groups(model) == model.tiling_groups() == GROUPS[name]
+  halo = sum(h for _, h, _ in GROUPS[name])
+  assert infer.network_geometry(model) == (halo, 5 if name.startswith(("n3", "knn")) else 1)
+  small = (20, 20) if name != "n3net_tiny" else (15, 15)
+  assert infer.runnable_size(model, 5, 5) == (small if name[:2] in ("n3", "kn") else (5, 5))
+  assert infer.input_channels(model, {"params": {}}) is None
+
+
+def test_a_model_without_the_tiling_protocol_is_a_clear_type_error():
+  import flax.linen as nn
+
+  class Plain(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      return nn.Conv(1, (3, 3))(x)
+
+    def tiling_groups(self):
+      return [((0,), 1, 1)]
+
+  model = Plain()
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))
+  for call in (lambda: infer.stage_groups(model),
+               lambda: infer.restore(model, variables, jnp.zeros((8, 8))),
+               lambda: infer.network_geometry(model)):
+    with pytest.raises(TypeError, match=r"Plain .*lacks apply_stages, input_channels\."):
+      call()
+
+  class Malformed(Plain):
+    def tiling_groups(self):
+      return [((0,), -1, 1)]
+
+    def apply_stages(self, variables, x, stages, *, network_input):
+      return self.apply(variables, x)
+
+    def input_channels(self, variables):
+      return 1
+
+  with pytest.raises(TypeError, match="halo >= 0"):
+    infer.stage_groups(Malformed())
+
+
+def test_restore_tiles_any_model_with_the_protocol():
+  """A model unknown to n3jax (a conv and a global residual read from network_input, in
+  two groups) is tiled as exactly as the registry's."""
+  import flax.linen as nn
+
+  class TwoStage(nn.Module):
+    @nn.compact
+    def __call__(self, x, *, stage=None, network_input=None):
+      a, b = nn.Conv(4, (3, 3), name="a"), nn.Conv(1, (5, 5), name="b")
+      if stage == 0:
+        return a(x)
+      if stage == 1:
+        return b(x) + network_input
+      return b(a(x)) + x
+
+    def tiling_groups(self):
+      return [((0,), 1, 1), ((1,), 2, 1)]
+
+    def apply_stages(self, variables, x, stages, *, network_input):
+      (stage,) = stages
+      return self.apply(variables, x, stage=stage, network_input=network_input)
+
+    def input_channels(self, variables):
+      return int(variables["params"]["a"]["kernel"].shape[-2])
+
+  model = TwoStage()
+  x = jax.random.uniform(jax.random.PRNGKey(0), (70, 90))
+  variables = model.init(jax.random.PRNGKey(1), x[None, :, :, None])
+  ref = model.apply(variables, x[None, :, :, None])[0, :, :, 0]
+  np.testing.assert_allclose(np.asarray(infer.restore(model, variables, x, tile=16)),
+                             np.asarray(ref), rtol=0, atol=1e-5)
+  with pytest.raises(ValueError, match="channel"):
+    infer.restore(model, variables, jnp.zeros((20, 20, 3)))
 
 
 @pytest.mark.parametrize("name", ["n3net_tiny", "knn_input", "dncnn17"])

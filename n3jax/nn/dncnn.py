@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from n3jax.nn.layers import BN_MOMENTUM, batch_norm, conv
+from n3jax.ops.geometry import conv_radius
 
 
 class DnCNN(nn.Module):
@@ -61,6 +62,31 @@ class DnCNN(nn.Module):
       c = min(x.shape[-1], self.out_channels)
       y = y.at[..., :c].add(x[..., :c].astype(y.dtype))
     return y
+
+  # The tiling protocol of n3jax.infer: the whole network is one stage.
+
+  def tiling_groups(self) -> List[Tuple[Tuple[int, ...], int, int]]:
+    """``[((0,), depth · (kernel_size // 2), 1)]``: one stage, tiled by its receptive radius."""
+    return [((0,), conv_radius(self.depth, kernel_size=self.kernel_size), 1)]
+
+  def apply_stages(self, variables: Mapping[str, Any], x: jax.Array, stages: Sequence[int],
+                   *, network_input: Optional[jax.Array] = None) -> jax.Array:
+    """The whole network on ``x [B, H, W, C_in]`` in inference mode (``network_input``
+    unused)."""
+    if tuple(stages) != (0,):
+      raise ValueError(f"a DnCNN has one stage, (0,); got {tuple(stages)}")
+    return self.apply(variables, x, train=False)
+
+  def input_channels(self, variables: Mapping[str, Any]) -> Optional[int]:
+    """``C_in``, read from the ``conv_in`` kernel of ``variables`` (``None``: not there)."""
+    return conv_in_channels(variables.get("params", {}))
+
+
+def conv_in_channels(params: Any) -> Optional[int]:
+  """Input channels of the ``conv_in`` kernel of ``params`` (a DnCNN's), ``None`` if absent."""
+  layer = params.get("conv_in") if hasattr(params, "get") else None
+  kernel = layer.get("kernel") if hasattr(layer, "get") else None
+  return None if kernel is None else int(kernel.shape[-2])
 
 
 class EmbeddingCNN(nn.Module):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional, Type
+import math
+from typing import Any, ClassVar, List, Mapping, Optional, Sequence, Tuple, Type
 
 import flax.linen as nn
 import jax
 
-from n3jax.nn.dncnn import DnCNN
+from n3jax.nn.dncnn import DnCNN, conv_in_channels
 from n3jax.nn.layers import BN_MOMENTUM
 from n3jax.nn.n3block import N3Block
+from n3jax.ops import geometry
 
 
 class N3Net(nn.Module):
@@ -97,3 +99,57 @@ class N3Net(nn.Module):
         bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name, impl=self.impl,
         query_chunk=self.query_chunk, tile=self.tile, selection=self.selection,
         dtype=self.dtype, name=f"n3block_{i // 2}")(x, train=train, match=match)
+
+  # The tiling protocol of n3jax.infer.
+
+  def stage_geometry(self) -> List[Tuple[int, int]]:
+    """``(halo, align)`` of each stage: its receptive radius in pixels (a DnCNN's
+    ``depth``, an N³ block's :func:`~n3jax.ops.geometry.n3block_radius`) and the multiple
+    its tiles start at (1, or the block's ``stride``: the patch grid)."""
+    out = []
+    for i in range(self.num_stages):
+      if i % 2 == 0:
+        out.append((geometry.conv_radius(self.depth), 1))
+      else:
+        out.append((geometry.n3block_radius(self.patch_size, self.stride, self.window,
+                                            self.embed_depth), self.stride))
+    return out
+
+  def tiling_groups(self) -> List[Tuple[Tuple[int, ...], int, int]]:
+    """The stages tiled together, ``[(stages, halo, align), …]`` in order.
+
+    An N³ block is tiled together with the DnCNN after it, so its ``(k + 1)·c``-channel
+    output (64 channels in the paper's N³Net) exists only tile by tile: the whole-image
+    intermediates are the DnCNNs' outputs (8 channels). A group's halo is the sum of its
+    stages' halos, its alignment their least common multiple.
+    """
+    stages = self.stage_geometry()
+    groups, i = [], 0
+    while i < len(stages):
+      members = (i, i + 1) if i % 2 == 1 and i + 1 < len(stages) else (i,)
+      groups.append((members, sum(stages[j][0] for j in members),
+                     math.lcm(*(stages[j][1] for j in members))))
+      i += len(members)
+    return groups
+
+  def apply_stages(self, variables: Mapping[str, Any], x: jax.Array, stages: Sequence[int],
+                   *, network_input: Optional[jax.Array] = None) -> jax.Array:
+    """Stages ``stages`` in turn on ``x`` (the output of stage ``stages[0] − 1``), in
+    inference mode; with ``match_on="input"`` the N³ blocks match on ``network_input``."""
+    match = network_input if self.match_on == "input" else None
+    for i in stages:
+      if i % 2 and self.match_on == "input" and match is None:
+        raise ValueError(f"stage {i} (an N³ block, match_on='input') needs network_input")
+      x = self.apply(variables, x, train=False, stage=i, match=match if i % 2 else None)
+    return x
+
+  def input_channels(self, variables: Mapping[str, Any]) -> Optional[int]:
+    """Channels of the network input, read from the first DnCNN (``None``: not there)."""
+    params = variables.get("params", {})
+    return conv_in_channels(params.get("dncnn_0", {}) if hasattr(params, "get") else {})
+
+  def runnable_size(self, height: int, width: int) -> Tuple[int, int]:
+    """A size ``>= (height, width)`` the N³ blocks run on
+    (:func:`~n3jax.ops.geometry.n3block_runnable_size`)."""
+    return geometry.n3block_runnable_size(height, width, patch_size=self.patch_size,
+                                          stride=self.stride, window=self.window, k=self.k)

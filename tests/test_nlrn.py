@@ -139,3 +139,29 @@ def test_training_mode_updates_every_states_batch_norm_and_gradients_reach_share
   assert float(jnp.abs(grads["conv_a"]["kernel"]).sum()) > 0
   # g starts at zero, but its gradient does not (the module can learn).
   assert float(jnp.abs(grads["nonlocal"]["g"]["kernel"]).sum()) > 0
+
+
+def test_infer_restores_nlrn_tiled_exactly_as_untiled():
+  """Tiles overlap by the receptive radius: the tiled result equals the untiled one."""
+  from n3jax import infer
+  model = NLRN(features=4, embed_features=2, num_steps=2, window=5, tile=4)
+  assert model.tiling_groups() == [((0,), 2 + 2 * (2 + 2), 1)]
+  x = jax.random.uniform(jax.random.PRNGKey(0), (40, 37))
+  variables = model.init(jax.random.PRNGKey(1), x[None, :, :, None])
+  g = variables["params"]["nonlocal"]["g"]
+  g["kernel"] = jax.random.normal(jax.random.PRNGKey(2), g["kernel"].shape)
+  whole = infer.restore(model, variables, x, tile=64)
+  np.testing.assert_allclose(whole, model.apply(variables, x[None, :, :, None])[0, :, :, 0],
+                             rtol=1e-5, atol=1e-5)
+  tiled = infer.restore(model, variables, x, tile=8)  # 8-pixel cores, 10-pixel halos
+  np.testing.assert_allclose(tiled, whole, rtol=1e-5, atol=1e-5)
+  assert infer.input_channels(model, variables) == 1
+  # The radius is needed: three pixels less and the tiles see too little.
+  class ShortNLRN(NLRN):
+    def receptive_radius(self):
+      return 7
+
+  short = ShortNLRN(features=4, embed_features=2, num_steps=2, window=5, tile=4)
+  assert not np.allclose(infer.restore(short, variables, x, tile=8), whole, atol=1e-4)
+  with pytest.raises(ValueError, match="channel"):
+    infer.restore(model, variables, jnp.zeros((40, 37, 3)))

@@ -13,12 +13,13 @@ state are added to those of the next (accumulating).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from n3jax.nn.dncnn import conv_in_channels
 from n3jax.nn.layers import BatchNorm
 from n3jax.nn.precision import at_least_float32
 from n3jax.ops import attention as la
@@ -142,6 +143,26 @@ class NLRN(nn.Module):
     conv = self.kernel_size // 2
     per_step = 2 * conv + (self.window // 2 if self.use_nonlocal else 0)
     return 2 * conv + self.num_steps * per_step
+
+  # The tiling protocol of n3jax.infer: one stage, tiled by the receptive radius (the
+  # correlations propagated between states cover a whole state's input, so the states
+  # cannot be tiled one by one without holding an [H, W, window²] volume per state).
+
+  def tiling_groups(self) -> List[Tuple[Tuple[int, ...], int, int]]:
+    """``[((0,), receptive_radius(), 1)]``: the whole network, tiled by its radius (290
+    pixels for the paper's; ``border="circular"``: runs in one piece)."""
+    return [((0,), self.receptive_radius(), 1)]
+
+  def apply_stages(self, variables: Mapping[str, Any], x: jax.Array, stages: Sequence[int],
+                   *, network_input: Optional[jax.Array] = None) -> jax.Array:
+    """The whole network on ``x`` in inference mode (``network_input`` unused)."""
+    if tuple(stages) != (0,):
+      raise ValueError(f"NLRN has one stage, (0,); got {tuple(stages)}")
+    return self.apply(variables, x, train=False)
+
+  def input_channels(self, variables: Mapping[str, Any]) -> Optional[int]:
+    """Image channels, read from the stem's ``conv_in`` kernel (``None``: not there)."""
+    return conv_in_channels(variables.get("params", {}))
 
 
 # The receptive radius of a model whose output pixels depend on the whole image.

@@ -57,12 +57,12 @@ def main(argv: Sequence[str]) -> int:
   if name != config.model.name:
     raise ValueError(f"{FLAGS.checkpoint} holds a {name!r} model but the config "
                      f"asks for {config.model.name!r} (set --config.model.name)")
-  # Inference-only knobs, for the models that have them.
-  inference = {k: v for k, v in (("query_chunk", config.query_chunk),
-                                 ("tile", config.tile or None),
+  # Inference-only knobs, for the models (and configs) that have them.
+  inference = {k: v for k, v in (("query_chunk", config.get("query_chunk")),
+                                 ("tile", config.get("tile", 0) or None),
                                  ("dtype", compute_dtype(config.get("dtype", "float32"),
                                                          field="config.dtype")))
-               if k in model_fields(name)}
+               if k in model_fields(name) and (k == "dtype" or k in config)}
   # The architecture is the checkpoint's (its model.json); the config may only change
   # inference knobs. A config that describes another architecture is reported, not applied.
   model, variables, meta = load_model(FLAGS.checkpoint, **inference)

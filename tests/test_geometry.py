@@ -108,7 +108,3 @@ def test_n3block_runnable_size_has_k_candidates_per_patch(size, kw, expected):
   p, s = kw["patch_size"], kw["stride"]
   assert ops.num_candidates(ops.grid_size(h, p, s), ops.grid_size(w, p, s), kw["window"]) >= kw["k"]
 
-
-def test_moved_names_still_resolve_from_patches():
-  from n3jax.ops import patches
-  assert patches.window_start is geometry.window_start

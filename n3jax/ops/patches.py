@@ -130,19 +130,6 @@ def fold_patches(patches: jax.Array, height: int, width: int, patch_size: int,
   return summed / jnp.maximum(count, 1)
 
 
-# The window rules moved to n3jax.ops.geometry; these names still resolve from here (lazily:
-# geometry imports this module) for code that imported them from patches. Import them from
-# n3jax.ops or n3jax.ops.geometry.
-_MOVED_TO_GEOMETRY = ("window_start", "window_candidates", "window_indices", "num_candidates")
-
-
-def __getattr__(name: str):
-  if name in _MOVED_TO_GEOMETRY:
-    from n3jax.ops import geometry
-    return getattr(geometry, name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "patch_padding", "grid_size", "pad_for_patches", "crop_patch_padding",
     "extract_patches", "fold_patches",

@@ -236,7 +236,15 @@ def restore(model: nn.Module, variables: Mapping[str, Any], image: jax.Array, *,
   return restore_unchecked(model, variables, image, tile=tile)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tile"))
+# XLA:CPU's default scheduler keeps the outputs of consecutive loops alive together: the
+# paper's NLRN held all 12 correlation volumes at once (12.8 volumes of temp memory at
+# 128², 27 GB at 512²); the memory-optimized scheduler holds 3.4 volumes, and N³Net at
+# 512² runs as fast in 0.29 instead of 0.49 GB. (Other backends ignore this option.)
+COMPILER_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+
+
+@functools.partial(jax.jit, static_argnames=("model", "tile"),
+                   compiler_options=COMPILER_OPTIONS)
 def restore_unchecked(model: nn.Module, variables: Mapping[str, Any], image: jax.Array, *,
                       tile: int = DEFAULT_TILE) -> jax.Array:
   """The jit-compiled core of :func:`restore`, without its input checks.
@@ -347,4 +355,4 @@ def restore_large(model: nn.Module, variables: Mapping[str, Any], image: np.ndar
 __all__ = ["restore", "restore_unchecked", "denoise", "restore_large", "runnable_size",
            "stage_groups", "check_tiling_protocol", "TILING_PROTOCOL",
            "network_geometry", "check_image", "input_channels", "PLAUSIBLE_RANGE",
-           "axis_tiles", "DEFAULT_TILE", "DEFAULT_BLOCK"]
+           "axis_tiles", "COMPILER_OPTIONS", "DEFAULT_TILE", "DEFAULT_BLOCK"]

@@ -108,3 +108,28 @@ def test_n3block_runnable_size_has_k_candidates_per_patch(size, kw, expected):
   p, s = kw["patch_size"], kw["stride"]
   assert ops.num_candidates(ops.grid_size(h, p, s), ops.grid_size(w, p, s), kw["window"]) >= kw["k"]
 
+
+
+@pytest.mark.parametrize("border", ["shift", "circular"])
+@pytest.mark.parametrize("n,window,tile", [(13, 5, 4), (7, 9, 3), (20, 7, 8), (5, 3, 1)])
+def test_pixel_window_tiles_give_each_querys_window(border, n, window, tile):
+  """Brute force: the window of pixel p read through its tile's region is the rule's."""
+  from tests.helpers.dense_attention import _window_offsets
+  off, w = _window_offsets(n, window, border)
+  num_tiles, region, start = geometry.pixel_window_tiles(n, window, tile, border=border)
+  assert num_tiles == -(-n // tile) and w == geometry.window_side(n, window)
+  for i in range(num_tiles):
+    for t in range(min(tile, n - i * tile)):  # the padding queries' results are dropped
+      p = i * tile + t
+      got = region[i, start[i, t]:start[i, t] + w]
+      want = np.argsort(np.where(off[p] >= 0, off[p], n + 1))[:w]  # pixels by window offset
+      np.testing.assert_array_equal(got, want)
+
+
+def test_attention_radius_and_borders():
+  assert geometry.attention_radius(45, border="shift") == 22
+  assert geometry.attention_radius(45, border="circular") == geometry.INFINITE_RADIUS
+  with pytest.raises(ValueError, match="border"):
+    geometry.pixel_window_tiles(10, 3, 2, border="reflect")
+  with pytest.raises(ValueError, match="border"):
+    geometry.attention_radius(3, border="zero")

@@ -23,6 +23,7 @@ from n3jax.nn.dncnn import conv_in_channels
 from n3jax.nn.layers import BatchNorm
 from n3jax.nn.precision import at_least_float32
 from n3jax.ops import attention as la
+from n3jax.ops import geometry
 
 # The official code's layers are TF1 defaults: BatchNorm momentum 0.99 (0.01 in the
 # PyTorch convention n3jax uses) and epsilon 1e-3, Xavier-uniform convolutions.
@@ -97,8 +98,8 @@ class NLRN(nn.Module):
       raise ValueError(f"NLRN expects [B, H, W, C] images, got shape {x.shape}")
     if self.num_steps < 1:
       raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
-    if self.border not in la.BORDERS:
-      raise ValueError(f"border must be one of {la.BORDERS}, got {self.border!r}")
+    if self.border not in geometry.BORDERS:
+      raise ValueError(f"border must be one of {geometry.BORDERS}, got {self.border!r}")
 
     def bn(name):
       return BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
@@ -132,17 +133,17 @@ class NLRN(nn.Module):
     return at_least_float32(y) + x32
 
   def receptive_radius(self) -> int:
-    """Pixels of input that an output pixel depends on, per side: the stem and output
-    convolutions, and per state two convolutions and the non-local window (a window
-    shifted at the border stays inside the image, so ``window // 2`` past any pixel that
-    is not at the border). Correlation propagation adds nothing: the correlations of a
-    state come from the same window. ``border="circular"`` windows wrap around the image:
-    every output pixel may depend on every input pixel."""
+    """Pixels of input an output pixel depends on, per side: the stem and output
+    convolutions, and per state two convolutions and the non-local window
+    (:func:`~n3jax.ops.geometry.attention_radius`). Correlation propagation adds nothing:
+    a state's correlations come from the same window. ``border="circular"``: every
+    output pixel may depend on every input pixel."""
     if self.use_nonlocal and self.border == "circular":
-      return INFINITE_RADIUS
-    conv = self.kernel_size // 2
-    per_step = 2 * conv + (self.window // 2 if self.use_nonlocal else 0)
-    return 2 * conv + self.num_steps * per_step
+      return geometry.INFINITE_RADIUS
+    conv = geometry.conv_radius(1, kernel_size=self.kernel_size)
+    attention = (geometry.attention_radius(self.window, border=self.border)
+                 if self.use_nonlocal else 0)
+    return 2 * conv + self.num_steps * (2 * conv + attention)
 
   # The tiling protocol of n3jax.infer: one stage, tiled by the receptive radius (the
   # correlations propagated between states cover a whole state's input, so the states
@@ -165,10 +166,6 @@ class NLRN(nn.Module):
     return conv_in_channels(variables.get("params", {}))
 
 
-# The receptive radius of a model whose output pixels depend on the whole image.
-INFINITE_RADIUS = 2 ** 30
-
-
 def count_parameters(params: Any, *, batch_norm: bool = True) -> int:
   """Number of trainable values; ``batch_norm=False`` counts the convolutions only
   (the paper's "330k": weights and biases)."""
@@ -181,5 +178,4 @@ def count_parameters(params: Any, *, batch_norm: bool = True) -> int:
   return total
 
 
-__all__ = ["NLRN", "NonLocal", "count_parameters", "NLRN_BN_MOMENTUM", "NLRN_BN_EPSILON",
-           "INFINITE_RADIUS"]
+__all__ = ["NLRN", "NonLocal", "count_parameters", "NLRN_BN_MOMENTUM", "NLRN_BN_EPSILON"]

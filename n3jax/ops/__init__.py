@@ -1,4 +1,5 @@
-"""Pure JAX core of N³Net (no Flax): distances, continuous kNN, patches and windows.
+"""Pure JAX core of N³Net and NLRN (no Flax): distances, continuous kNN, patches and
+windows, confined (windowed) attention.
 
 The search-window rules and receptive radii are in :mod:`n3jax.ops.geometry`.
 
@@ -7,6 +8,7 @@ unbatched input and under ``jax.vmap``; shapes are written ``[..., core]`` in th
 docstrings. Optional arguments are keyword-only.
 """
 
+from n3jax.ops.attention import local_attention
 from n3jax.ops.blockwise import (block_aggregate_sum, block_cover_counts, block_sq_distances,
                                  from_blocks, to_blocks)
 from n3jax.ops.distances import gather_candidates, indexed_sq_distances, pairwise_sq_distances
@@ -21,7 +23,7 @@ from n3jax.ops.patches import (crop_patch_padding, extract_patches, fold_patches
                                pad_for_patches, patch_padding)
 
 __all__ = [
-    "block_aggregate_sum", "block_cover_counts", "block_sq_distances", "from_blocks",
+    "local_attention", "block_aggregate_sum", "block_cover_counts", "block_sq_distances", "from_blocks",
     "to_blocks", "gather_candidates", "indexed_sq_distances", "pairwise_sq_distances",
     "LOG1MEXP_GRAD_EPS", "aggregate", "check_temperature", "concrete_knn_weights",
     "continuous_knn_weights", "exclude_self_mask", "hard_knn_weights", "log1mexp",

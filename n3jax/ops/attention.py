@@ -40,39 +40,9 @@ import numpy as np
 
 from n3jax.ops.batching import broadcast_leading, merge_leading, split_leading
 from n3jax.ops.chunking import map_tiles, untile
-from n3jax.ops.geometry import window_start
+from n3jax.ops.geometry import BORDERS, pixel_window_tiles, window_side
 
-BORDERS = ("shift", "circular")
 DEFAULT_TILE = 8  # query pixels per tile side
-
-
-def window_side(size: int, window: int) -> int:
-  """The window side along an image axis of ``size`` pixels: ``min(window, size)``."""
-  return min(window, size)
-
-
-def _axis_tiles(n: int, window: int, tile: int, border: str
-                ) -> Tuple[int, np.ndarray, np.ndarray]:
-  """Per tile of one axis: the region's pixel indices and each query's window offset in it.
-
-  Returns ``(num_tiles, region [num_tiles, R], start [num_tiles, tile])``: query ``t`` of
-  tile ``i`` (pixel ``min(i·tile + t, n − 1)``) has its window at region positions
-  ``start[i, t] … start[i, t] + w − 1``. Static (NumPy): shapes only.
-  """
-  w = window_side(n, window)
-  num_tiles = -(-n // tile)
-  pos = np.minimum(np.arange(num_tiles)[:, None] * tile + np.arange(tile), n - 1)
-  if border == "shift":
-    reg = min(tile + w - 1, n)
-    with jax.ensure_compile_time_eval():  # static geometry, also under jit
-      starts = np.asarray(window_start(jnp.asarray(pos), n, window))  # [tiles, tile]
-    r0 = np.minimum(starts[:, 0], n - reg)
-    region = r0[:, None] + np.arange(reg)
-    return num_tiles, region, starts - r0[:, None]
-  reg = tile + w - 1
-  region = (np.arange(num_tiles)[:, None] * tile - w // 2 + np.arange(reg)) % n
-  start = np.broadcast_to(np.arange(tile), (num_tiles, tile))
-  return num_tiles, region, np.ascontiguousarray(start)
 
 
 def _check(query, key, value, prior, window, border, tile):
@@ -138,8 +108,8 @@ def _local_attention(query, key, value, prior, *, window, border, tile, return_l
   b, h, w, _ = query.shape
   acc = jnp.result_type(query.dtype, key.dtype, value.dtype, jnp.float32)
   w1, w2 = window_side(h, window), window_side(w, window)
-  t1, reg1, st1 = _axis_tiles(h, window, tile, border)
-  t2, reg2, st2 = _axis_tiles(w, window, tile, border)
+  t1, reg1, st1 = pixel_window_tiles(h, window, tile, border=border)
+  t2, reg2, st2 = pixel_window_tiles(w, window, tile, border=border)
   r1, r2 = reg1.shape[1], reg2.shape[1]
   reg1, reg2, st1, st2 = (jnp.asarray(a, jnp.int32) for a in (reg1, reg2, st1, st2))
   o1, o2 = jnp.arange(r1), jnp.arange(r2)
@@ -204,5 +174,4 @@ def local_attention_flops(height: int, width: int, *, window: int, embed: int,
   return 2 * height * width * o * (embed + channels)
 
 
-__all__ = ["local_attention", "local_attention_flops", "window_side", "BORDERS",
-           "DEFAULT_TILE"]
+__all__ = ["local_attention", "local_attention_flops", "DEFAULT_TILE"]

@@ -20,6 +20,13 @@ The rules, on a patch grid of ``n1 x n2`` items (numbered row-major, ``m = i·n2
   queries may start, e.g. ``q − 1`` for the patches covering a tile of blocks), which
   starts where the window of the tile's first query starts, shifted inward at the end
   of the grid (:func:`tile_regions`).
+* **Pixel windows** (the confined attention of NLRN, :mod:`n3jax.ops.attention`): the
+  same rule on the pixel grid of an image, with ``border="shift"`` (as above, so a
+  window at least as large as the image is the whole image) or ``border="circular"``
+  (centred, wrapping around the image, its side clipped to the image side). A tile of
+  ``tile`` query pixels per axis reads one region: ``tile_regions`` for shifted windows,
+  ``tile + w − 1`` pixels modulo the side for circular ones
+  (:func:`pixel_window_tiles`).
 * **Receptive radius** (in pixels): ``depth · (kernel_size // 2)`` for ``depth``
   convolutions (:func:`conv_radius`); for an N³ block, candidate pixels lie within
   ``(patch_size − 1) + stride · (window // 2)`` of an output pixel, and their
@@ -33,6 +40,7 @@ from typing import Tuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from n3jax.ops.patches import grid_size
 
@@ -127,6 +135,51 @@ def tile_regions(n: int, window: int, tile: int, *, reach: int = 0
   return num_tiles, region, jnp.minimum(window_start(first, n, window), n - region)
 
 
+BORDERS = ("shift", "circular")
+# The receptive radius of an operation whose output pixels depend on the whole image.
+INFINITE_RADIUS = 2 ** 30
+
+
+def window_side(size: int, window: int) -> int:
+  """The side of a window along an axis of ``size`` positions: ``min(window, size)``."""
+  return min(window, size)
+
+
+def pixel_window_tiles(n: int, window: int, tile: int, *, border: str
+                       ) -> Tuple[int, np.ndarray, np.ndarray]:
+  """Query tiles along one image axis of ``n`` pixels, and the pixels their windows read.
+
+  Returns ``(num_tiles, region [num_tiles, R], start [num_tiles, tile])`` (NumPy, static):
+  query ``t`` of tile ``i`` (pixel ``i·tile + t``, when ``< n``) has its window at positions
+  ``start[i, t] … start[i, t] + min(window, n) − 1`` of ``region[i]``, the pixel indices
+  the tile reads (``R = min(tile + w − 1, n)`` for ``"shift"``, ``tile + w − 1`` for
+  ``"circular"``, whose indices wrap modulo ``n``).
+  """
+  if border not in BORDERS:
+    raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+  w = min(window, n)
+  if border == "shift":
+    with jax.ensure_compile_time_eval():  # static geometry, also under jit
+      num_tiles, reg, r0 = tile_regions(n, window, tile)
+      pos = np.minimum(np.arange(num_tiles)[:, None] * tile + np.arange(tile), n - 1)
+      starts = np.asarray(window_start(jnp.asarray(pos), n, window))
+      r0 = np.asarray(r0)
+    return num_tiles, r0[:, None] + np.arange(reg), starts - r0[:, None]
+  num_tiles = -(-n // tile)
+  region = (np.arange(num_tiles)[:, None] * tile - w // 2 + np.arange(tile + w - 1)) % n
+  return num_tiles, region, np.broadcast_to(np.arange(tile), (num_tiles, tile)).copy()
+
+
+def attention_radius(window: int, *, border: str) -> int:
+  """Receptive radius of one confined attention with ``window``-pixel windows: a pixel
+  reads at most ``window // 2`` pixels away (a shifted window at the border stays inside
+  the image and is the same in any tile that reaches that border); circular windows wrap
+  around the image (:data:`INFINITE_RADIUS`)."""
+  if border not in BORDERS:
+    raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+  return window // 2 if border == "shift" else INFINITE_RADIUS
+
+
 def conv_radius(depth: int, *, kernel_size: int = 3) -> int:
   """Receptive radius of ``depth`` stacked ``kernel_size``² convolutions, in pixels."""
   if depth < 0 or kernel_size < 1:
@@ -172,4 +225,5 @@ def n3block_runnable_size(height: int, width: int, *, patch_size: int, stride: i
 
 
 __all__ = ["window_start", "window_candidates", "window_indices", "num_candidates",
-           "tile_regions", "conv_radius", "n3block_radius", "n3block_runnable_size"]
+           "tile_regions", "window_side", "pixel_window_tiles", "attention_radius", "BORDERS",
+           "INFINITE_RADIUS", "conv_radius", "n3block_radius", "n3block_runnable_size"]

@@ -233,18 +233,20 @@ def restore(model: nn.Module, variables: Mapping[str, Any], image: jax.Array, *,
   if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
     raise ValueError(f"tile must be a positive integer, got {tile!r}")
   check_image(image, channels=input_channels(model, variables))
-  return restore_unchecked(model, variables, image, tile=tile)
+  return _restore_fn(variables, image)(model, variables, image, tile=tile)
 
 
 # XLA:CPU's default scheduler keeps the outputs of consecutive loops alive together: the
 # paper's NLRN held all 12 correlation volumes at once (12.8 volumes of temp memory at
 # 128², 27 GB at 512²); the memory-optimized scheduler holds 3.4 volumes, and N³Net at
-# 512² runs as fast in 0.29 instead of 0.49 GB. (Other backends ignore this option.)
+# 512² runs as fast in 0.29 instead of 0.49 GB. Options apply to top-level jits only:
+# :func:`restore` uses them when called outside a trace; pass them to your own
+# ``jax.jit(..., compiler_options=COMPILER_OPTIONS)`` or ``.compile(COMPILER_OPTIONS)``.
+# (Other backends ignore this option.)
 COMPILER_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tile"),
-                   compiler_options=COMPILER_OPTIONS)
+@functools.partial(jax.jit, static_argnames=("model", "tile"))
 def restore_unchecked(model: nn.Module, variables: Mapping[str, Any], image: jax.Array, *,
                       tile: int = DEFAULT_TILE) -> jax.Array:
   """The jit-compiled core of :func:`restore`, without its input checks.
@@ -277,6 +279,16 @@ def _apply_stages(model: nn.Module, variables, stages: Sequence[int], x: jax.Arr
 
 
 denoise = restore
+# restore_unchecked compiled as a top-level program, with COMPILER_OPTIONS.
+_restore_top_level = jax.jit(restore_unchecked.__wrapped__, static_argnames=("model", "tile"),
+                             compiler_options=COMPILER_OPTIONS)
+
+
+def _restore_fn(*trees: Any) -> Callable[..., jax.Array]:
+  """The compiled core for these arguments: with :data:`COMPILER_OPTIONS` when none of
+  them is traced (options are for top-level programs only), else the nestable one."""
+  traced = any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(trees))
+  return restore_unchecked if traced else _restore_top_level
 
 
 def network_geometry(model: nn.Module) -> Tuple[int, int]:
@@ -343,7 +355,7 @@ def restore_large(model: nn.Module, variables: Mapping[str, Any], image: np.ndar
   (t1, k1, rows), (t2, k2, cols) = tiles(x.shape[0]), tiles(x.shape[1])
   out = None
   for n, ((ty, cy), (tx, cx)) in enumerate([(r, c) for r in rows for c in cols]):
-    y = np.asarray(restore_unchecked(model, variables, x[ty:ty + t1, tx:tx + t2], tile=tile))
+    y = np.asarray(_restore_top_level(model, variables, x[ty:ty + t1, tx:tx + t2], tile=tile))
     if out is None:
       out = np.empty(x.shape[:2] + y.shape[2:], y.dtype)
     out[cy:cy + k1, cx:cx + k2] = y[cy - ty:cy - ty + k1, cx - tx:cx - tx + k2]

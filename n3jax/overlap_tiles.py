@@ -18,8 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from n3jax.infer import COMPILER_OPTIONS
-
 OFFICIAL_TILE = 43  # NLRN HEAD (v0: 45)
 OFFICIAL_STRIDE = 7
 DEFAULT_BATCH = 16  # tiles per network call
@@ -46,8 +44,7 @@ def num_tiles(height: int, width: int, *, tile: int = OFFICIAL_TILE,
   return len(tile_starts(height, tile, stride)) * len(tile_starts(width, tile, stride))
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tile", "stride", "batch"),
-                   compiler_options=COMPILER_OPTIONS)
+@functools.partial(jax.jit, static_argnames=("model", "tile", "stride", "batch"))
 def restore_overlapping(model: nn.Module, variables: Mapping[str, Any], image: jax.Array, *,
                         tile: int = OFFICIAL_TILE, stride: int = OFFICIAL_STRIDE,
                         batch: int = DEFAULT_BATCH) -> jax.Array:

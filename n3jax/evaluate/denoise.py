@@ -8,6 +8,7 @@ with peak 1 and SSIM (Gaussian window) per image, averaged per set.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import time
@@ -43,7 +44,7 @@ def make_denoise_fn(model: nn.Module, sigma: float) -> Callable[..., Tuple[jax.A
   model runs through :func:`n3jax.infer.restore` (any size, tiled when large).
   """
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=infer.COMPILER_OPTIONS)
   def denoise(variables, clean, key):
     noisy = add_gaussian_noise(clean, sigma, key)
     pred = infer.restore(model, variables, noisy)

@@ -167,12 +167,14 @@ class NLRN(nn.Module):
 
 
 def count_parameters(params: Any, *, batch_norm: bool = True) -> int:
-  """Number of trainable values; ``batch_norm=False`` counts the convolutions only
-  (the paper's "330k": weights and biases)."""
+  """Number of trainable values; ``batch_norm=False`` leaves out the BatchNorms (modules
+  named ``bn…`` or ``…_bn``), e.g. NLRN's convolution weights and biases (the paper's
+  "330k")."""
   total = 0
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     names = [getattr(p, "key", "") for p in path]
-    if not batch_norm and any(str(n).startswith("bn") for n in names):
+    if not batch_norm and any(str(n).startswith("bn") or str(n).endswith("_bn")
+                              for n in names):
       continue
     total += int(jnp.size(leaf))
   return total

@@ -167,6 +167,12 @@ def main(argv=None):
     args.no_time = True
   results = {"machine": machine(), "flops": {}, "times": {}, "memory": {}}
   print("machine:", results["machine"])
+  # Fresh processes first: a child's peak RSS starts at this process's size when forked.
+  for size in [int(s) for s in args.memory_sizes.split(",") if s]:
+    m = _run_memory_worker(size, args.memory_variant)
+    results["memory"][f"{args.memory_variant}/{size}"] = m
+    print(f"{size:>5}² ({args.memory_variant}): peak RSS {m['peak_rss_gib']:.2f} GiB "
+          f"(first call {m['first_call_s']:.1f} s)")
   for size in sizes:
     f = flops(size)
     results["flops"][size] = f
@@ -186,11 +192,6 @@ def main(argv=None):
       print(f"{name:>6} {args.compare}²: {r['parameters']:,} parameters "
             f"({r['conv_parameters']:,} without BN), {r['flops_per_pixel'] / 1e6:.2f} "
             f"MFLOP/pixel, {r['median_s']:.2f} s (median of {len(r['times_s'])})")
-  for size in [int(s) for s in args.memory_sizes.split(",") if s]:
-    m = _run_memory_worker(size, args.memory_variant)
-    results["memory"][f"{args.memory_variant}/{size}"] = m
-    print(f"{size:>5}² ({args.memory_variant}): peak RSS {m['peak_rss_gib']:.2f} GiB "
-          f"(first call {m['first_call_s']:.1f} s)")
   if args.json:
     write_json(args.json, results)
   return 0

@@ -44,3 +44,23 @@ def test_an_image_no_larger_than_a_tile_is_one_call():
   variables = model.init(jax.random.PRNGKey(1), x[None])
   np.testing.assert_allclose(restore_overlapping(model, variables, x, tile=43),
                              model.apply(variables, x[None])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_evaluation_runs_either_protocol_and_never_mixes_them(tmp_path):
+  from n3jax.evaluate.denoise import evaluate_denoising, make_denoise_fn
+  from n3jax.evaluate.report import OutputExistsError
+  from tests.helpers.tiny_config import make_fake_data_root
+  root = make_fake_data_root(str(tmp_path / "data"), num_train=1, size=48)
+  model = create_model("nlrn", features=4, embed_features=2, num_steps=1, window=5)
+  variables = model.init(jax.random.PRNGKey(1), jnp.zeros((1, 16, 16, 1)))
+  kw = dict(sigma=25, datasets=["set12"], data_root=root, seed=0, progress=False)
+  out = str(tmp_path / "out")
+  tiles = evaluate_denoising(model, variables, output_dir=out, protocol="tiles", **kw)
+  whole = evaluate_denoising(model, variables, protocol="whole", **kw)
+  assert tiles["protocol"] == "tiles" and whole["protocol"] == "whole"
+  # 48² images: the 43² tiles pad their borders inside the image, so the results differ.
+  assert tiles["datasets"]["set12"]["mean_psnr"] != whole["datasets"]["set12"]["mean_psnr"]
+  with pytest.raises(OutputExistsError, match="protocol"):
+    evaluate_denoising(model, variables, output_dir=out, protocol="whole", **kw)
+  with pytest.raises(ValueError, match="protocol must be one of"):
+    make_denoise_fn(model, 25.0, protocol="patches")

@@ -28,6 +28,8 @@ Evaluate a trained model on whole images (windowed attention, tiled exactly):
 
   python eval.py --config=configs/nlrn.py --checkpoint=runs/nlrn_s25/model \\
       --datasets=set12,bsd68,urban100 --output=results/nlrn_s25
+  # the official protocol, for comparison (43×43 tiles at stride 7, averaged; ~30x slower)
+  python eval.py --config=configs/nlrn.py --config.eval_protocol=tiles ...
 """
 
 import ml_collections
@@ -88,6 +90,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.clip_grad_norm_per_tensor = 2.5  # tf.clip_by_norm on every gradient tensor
   config.loss = "mse"
   config.loss_center = 0 if variant == "fullpatch" else 5  # central 5×5 of each crop
+
+  # eval.py: "whole" (every pixel's window once over the whole image, tiled exactly when
+  # large) or "tiles" (the official test protocol: 43×43 tiles at stride 7, averaged;
+  # ~30x the FLOPs, bench/nlrn.py).
+  config.eval_protocol = "whole"
 
   config.log_every = 1_000
   config.checkpoint_every = 20_000

@@ -84,7 +84,8 @@ def main(argv: Sequence[str]) -> int:
   evaluate_denoising(
       model, variables, sigma=config.sigma, datasets=datasets,
       data_root=config.data_root or None, seed=config.seed, output_dir=FLAGS.output,
-      run_info=run_info, overwrite=FLAGS.overwrite)
+      run_info=run_info, overwrite=FLAGS.overwrite,
+      protocol=config.get("eval_protocol", "whole"))
   print(open(os.path.join(FLAGS.output, "results.md")).read())
   return 0
 

@@ -25,6 +25,7 @@ from n3jax.data.images import DENOISING_SETS, load_denoising_set
 from n3jax.data.noise import add_gaussian_noise, check_sigma
 from n3jax import infer
 from n3jax.evaluate import metrics, report
+from n3jax.overlap_tiles import restore_overlapping
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +38,28 @@ def image_key(seed: int, name: str) -> jax.Array:
   return jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(name.encode()) & 0x7FFFFFFF)
 
 
-def make_denoise_fn(model: nn.Module, sigma: float) -> Callable[..., Tuple[jax.Array, ...]]:
+PROTOCOLS = ("whole", "tiles")
+
+
+def make_denoise_fn(model: nn.Module, sigma: float, *, protocol: str = "whole"
+                    ) -> Callable[..., Tuple[jax.Array, ...]]:
   """A jit-compiled ``(variables, clean [H, W], key) → (denoised, noisy_psnr, psnr)``.
 
-  The function is compiled once per image shape; evaluate images grouped by shape. The
-  model runs through :func:`n3jax.infer.restore` (any size, tiled when large).
+  The function is compiled once per image shape; evaluate images grouped by shape.
+  ``protocol``: ``"whole"`` runs the model through :func:`n3jax.infer.restore` (any size,
+  tiled exactly when large); ``"tiles"`` through the official NLRN test protocol
+  (:func:`n3jax.overlap_tiles.restore_overlapping`: 43×43 tiles at stride 7, averaged).
   """
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
 
   @functools.partial(jax.jit, compiler_options=infer.COMPILER_OPTIONS)
   def denoise(variables, clean, key):
     noisy = add_gaussian_noise(clean, sigma, key)
-    pred = infer.restore(model, variables, noisy)
+    if protocol == "whole":
+      pred = infer.restore(model, variables, noisy)
+    else:
+      pred = restore_overlapping(model, variables, noisy)
     return pred, metrics.psnr(noisy, clean), metrics.psnr(pred, clean)
 
   return denoise
@@ -57,8 +69,11 @@ def evaluate_denoising(model: nn.Module, variables: Mapping[str, Any], *, sigma:
                        datasets: Sequence[str], data_root: Optional[str], seed: int,
                        output_dir: Optional[str] = None,
                        run_info: Optional[Mapping[str, Any]] = None,
-                       progress: bool = True, overwrite: bool = False) -> Dict[str, Any]:
+                       progress: bool = True, overwrite: bool = False,
+                       protocol: str = "whole") -> Dict[str, Any]:
   """Evaluates ``model`` on each set; writes ``results.json`` (after every image) and ``results.md``.
+
+  ``protocol``: how a whole image is run (:func:`make_denoise_fn`).
 
   An ``output_dir`` that already holds results of the same model, σ and seed gets the new
   sets added; the sets measured before are kept (:func:`report.previous_datasets`; a set
@@ -75,11 +90,12 @@ def evaluate_denoising(model: nn.Module, variables: Mapping[str, Any], *, sigma:
   sigma = check_sigma(sigma)
   run_info = dict(run_info or {})
   kept = report.previous_datasets(
-      output_dir, {"sigma": sigma, "seed": seed,
+      output_dir, {"sigma": sigma, "seed": seed, "protocol": protocol,
                    "checkpoint_metadata": run_info.get("checkpoint_metadata")},
       list(datasets), overwrite=overwrite)
-  results: Dict[str, Any] = {**run_info, "sigma": sigma, "seed": seed, "datasets": dict(kept)}
-  denoise = make_denoise_fn(model, sigma)
+  results: Dict[str, Any] = {**run_info, "sigma": sigma, "seed": seed, "protocol": protocol,
+                             "datasets": dict(kept)}
+  denoise = make_denoise_fn(model, sigma, protocol=protocol)
   if output_dir:
     os.makedirs(output_dir, exist_ok=True)
   for name in datasets:
@@ -123,7 +139,9 @@ def evaluate_denoising(model: nn.Module, variables: Mapping[str, Any], *, sigma:
 def results_markdown(results: Mapping[str, Any]) -> str:
   """A Markdown table of the per-set means of :func:`evaluate_denoising`'s results."""
   lines = [f"# Denoising results, σ = {results['sigma']:g}", "",
-           f"checkpoint: `{results.get('checkpoint', '?')}`, noise seed {results['seed']}", "",
+           f"checkpoint: `{results.get('checkpoint', '?')}`, noise seed {results['seed']}"
+           + ("" if results.get("protocol", "whole") == "whole" else
+              f", protocol: {results['protocol']}"), "",
            "| dataset | images | PSNR (dB) | SSIM | noisy input PSNR (dB) |",
            "| --- | --- | --- | --- | --- |"]
   for name, e in results["datasets"].items():
@@ -132,5 +150,5 @@ def results_markdown(results: Mapping[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-__all__ = ["evaluate_denoising", "make_denoise_fn", "image_key", "results_markdown",
+__all__ = ["evaluate_denoising", "make_denoise_fn", "PROTOCOLS", "image_key", "results_markdown",
            "DENOISING_SETS"]

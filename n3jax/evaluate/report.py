@@ -60,6 +60,10 @@ def is_complete(entry: Mapping[str, Any]) -> bool:
   return bool(entry.get("num_done")) and entry.get("num_done") == entry.get("num_images")
 
 
+# Identity fields that results written before the field existed had implicitly.
+IDENTITY_DEFAULTS = {"protocol": "whole"}
+
+
 def previous_datasets(output_dir: Optional[str], identity: Mapping[str, Any],
                       measuring: Sequence[str], *, overwrite: bool = False,
                       complete: Callable[[Any], bool] = is_complete) -> Dict[str, Any]:
@@ -98,6 +102,7 @@ def previous_datasets(output_dir: Optional[str], identity: Mapping[str, Any],
       return {}
     raise OutputExistsError(f"{path} exists but is not readable results ({e}); choose "
                             "another --output, or pass --overwrite to replace it") from None
+  old = {**IDENTITY_DEFAULTS, **old}
   differ = [k for k, v in identity.items()
             if not (same_model(old.get(k) or {}, v or {}) if k == "checkpoint_metadata"
                     else _same_value(old.get(k), v))]

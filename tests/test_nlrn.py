@@ -115,6 +115,10 @@ def test_receptive_radius_and_errors():
   assert create_model("nlrn").receptive_radius() == 2 + 12 * (2 + 22)
   assert create_model("nlrn", use_nonlocal=False).receptive_radius() == 2 + 12 * 2
   assert create_model("nlrn", border="circular").receptive_radius() >= 2 ** 30
+  # Every non-local block reports its own radius.
+  from n3jax.nn import N3Block
+  from n3jax.nn.nlrn import NonLocal
+  assert NonLocal().receptive_radius() == 22 and N3Block().receptive_radius() == 47
   x = jnp.zeros((1, 8, 8, 1))
   with pytest.raises(ValueError, match="border"):
     NLRN(border="zero").init(jax.random.PRNGKey(0), x)

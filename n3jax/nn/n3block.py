@@ -192,6 +192,12 @@ class N3Block(nn.Module):
     diffs = (images - x[..., None, :]).reshape(b, h, w, self.k * c)
     return jnp.concatenate([x, diffs.astype(x.dtype)], axis=-1)
 
+  def receptive_radius(self) -> int:
+    """Pixels of input an output pixel depends on, per side
+    (:func:`~n3jax.ops.geometry.n3block_radius`: 47 for the paper's block)."""
+    return ops.geometry.n3block_radius(self.patch_size, self.stride, self.window,
+                                       self.embed_depth)
+
   def _embedding(self, x: jax.Array, train: bool, match: Optional[jax.Array]) -> jax.Array:
     """Checks the input; ``match`` or the embedding CNN's features of ``x``, in at least
     float32 (distances, the relaxation and the aggregation run in it, also when the CNNs

@@ -104,15 +104,16 @@ class N3Net(nn.Module):
 
   def stage_geometry(self) -> List[Tuple[int, int]]:
     """``(halo, align)`` of each stage: its receptive radius in pixels (a DnCNN's
-    ``depth``, an N³ block's :func:`~n3jax.ops.geometry.n3block_radius`) and the multiple
+    ``depth``, an N³ block's :meth:`N3Block.receptive_radius`) and the multiple
     its tiles start at (1, or the block's ``stride``: the patch grid)."""
     out = []
     for i in range(self.num_stages):
       if i % 2 == 0:
         out.append((geometry.conv_radius(self.depth), 1))
       else:
-        out.append((geometry.n3block_radius(self.patch_size, self.stride, self.window,
-                                            self.embed_depth), self.stride))
+        block = N3Block(patch_size=self.patch_size, stride=self.stride, window=self.window,
+                        embed_depth=self.embed_depth, parent=None)  # asked for its radius
+        out.append((block.receptive_radius(), self.stride))
     return out
 
   def tiling_groups(self) -> List[Tuple[Tuple[int, ...], int, int]]:

@@ -43,6 +43,11 @@ class NonLocal(nn.Module):
   tile: int = la.DEFAULT_TILE
   dtype: Any = None
 
+  def receptive_radius(self) -> int:
+    """Pixels of input an output pixel depends on, per side
+    (:func:`~n3jax.ops.geometry.attention_radius`; circular windows: the whole image)."""
+    return geometry.attention_radius(self.window, border=self.border)
+
   @nn.compact
   def __call__(self, x: jax.Array, prior: Optional[jax.Array] = None):
     """``x [B, H, W, C]``, ``prior [B, H, W, O]`` or None → (``[B, H, W, C]``, ``[B, H, W, O]``)."""
@@ -135,14 +140,14 @@ class NLRN(nn.Module):
   def receptive_radius(self) -> int:
     """Pixels of input an output pixel depends on, per side: the stem and output
     convolutions, and per state two convolutions and the non-local window
-    (:func:`~n3jax.ops.geometry.attention_radius`). Correlation propagation adds nothing:
+    (:meth:`NonLocal.receptive_radius`). Correlation propagation adds nothing:
     a state's correlations come from the same window. ``border="circular"``: every
     output pixel may depend on every input pixel."""
     if self.use_nonlocal and self.border == "circular":
       return geometry.INFINITE_RADIUS
     conv = geometry.conv_radius(1, kernel_size=self.kernel_size)
-    attention = (geometry.attention_radius(self.window, border=self.border)
-                 if self.use_nonlocal else 0)
+    block = NonLocal(window=self.window, border=self.border, parent=None)
+    attention = block.receptive_radius() if self.use_nonlocal else 0
     return 2 * conv + self.num_steps * (2 * conv + attention)
 
   # The tiling protocol of n3jax.infer: one stage, tiled by the receptive radius (the

@@ -45,39 +45,39 @@ from n3jax.ops.geometry import BORDERS, pixel_window_tiles, window_side
 DEFAULT_TILE = 8  # query pixels per tile side
 
 
-def _check(query, key, value, prior, window, border, tile):
+def _check(q, k, v, prior, window, border, tile):
   if border not in BORDERS:
     raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
   if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
     raise ValueError(f"window must be a positive integer, got {window!r}")
   if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
     raise ValueError(f"tile must be a positive integer, got {tile!r}")
-  for name, a in (("query", query), ("key", key), ("value", value)):
+  for name, a in (("q", q), ("k", k), ("v", v)):
     if a.ndim < 3:
       raise ValueError(f"{name} must be [..., H, W, C], got shape {a.shape}")
-  h, w = query.shape[-3:-1]
-  if key.shape[-3:-1] != (h, w) or value.shape[-3:-1] != (h, w):
-    raise ValueError(f"query {query.shape}, key {key.shape} and value {value.shape} must "
-                     "share their image size")
-  if key.shape[-1] != query.shape[-1]:
-    raise ValueError(f"query and key need the same channels, got {query.shape[-1]} and "
-                     f"{key.shape[-1]}")
+  h, w = q.shape[-3:-1]
+  if k.shape[-3:-1] != (h, w) or v.shape[-3:-1] != (h, w):
+    raise ValueError(f"q {q.shape}, k {k.shape} and v {v.shape} must share their image "
+                     "size")
+  if k.shape[-1] != q.shape[-1]:
+    raise ValueError(f"q and k need the same channels, got {q.shape[-1]} and "
+                     f"{k.shape[-1]}")
   o = window_side(h, window) * window_side(w, window)
   if prior is not None and prior.shape[-3:] != (h, w, o):
     raise ValueError(f"prior must be [..., {h}, {w}, {o}] (a {window}-window on a {h}x{w} "
                      f"image), got shape {prior.shape}")
 
 
-def local_attention(query: jax.Array, key: jax.Array, value: jax.Array, *, window: int,
+def local_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int,
                     border: str = "shift", prior: Optional[jax.Array] = None,
                     return_logits: bool = False, tile: int = DEFAULT_TILE
                     ) -> Union[jax.Array, Tuple[jax.Array, jax.Array]]:
   """Windowed softmax attention of every pixel over its neighbourhood.
 
   Args:
-    query: ``[..., H, W, E]`` (NLRN: ``θ(x)``); any leading axes, none included.
-    key: ``[..., H, W, E]`` (``φ(x)``).
-    value: ``[..., H, W, C]`` (``g(x)``). Leading axes of the inputs broadcast.
+    q: ``[..., H, W, E]`` queries (NLRN: ``θ(x)``); any leading axes, none included.
+    k: ``[..., H, W, E]`` keys (``φ(x)``).
+    v: ``[..., H, W, C]`` values (``g(x)``). Leading axes of the inputs broadcast.
     window: neighbourhood side in pixels (NLRN: 45; odd for a centred window).
     border: ``"shift"`` or ``"circular"``, see the module docstring.
     prior: optional ``[..., H, W, O]`` correlations added before the softmax
@@ -89,10 +89,10 @@ def local_attention(query: jax.Array, key: jax.Array, value: jax.Array, *, windo
     ``[..., H, W, C]`` attention output, in at least float32 (and ``[..., H, W, O]``
     correlations with ``return_logits``).
   """
-  query, key, value = (jnp.asarray(a) for a in (query, key, value))
+  q, k, v = (jnp.asarray(a) for a in (q, k, v))
   prior = None if prior is None else jnp.asarray(prior)
-  _check(query, key, value, prior, window, border, tile)
-  arrays = [(query, 3, "query"), (key, 3, "key"), (value, 3, "value")]
+  _check(q, k, v, prior, window, border, tile)
+  arrays = [(q, 3, "q"), (k, 3, "k"), (v, 3, "v")]
   if prior is not None:
     arrays.append((prior, 3, "prior"))
   lead = broadcast_leading(arrays)

@@ -131,7 +131,7 @@ def _tiled(fn, x: jax.Array, network_input: Optional[jax.Array], *, tile: int, h
                              None if network_input is None else jax.ShapeDtypeStruct(
                                  (b, t1, t2, network_input.shape[-1]), network_input.dtype))
   out = jnp.zeros((b, h, w, out_shape.shape[-1]), out_shape.dtype)
-  table = jnp.asarray(table)
+  table = jnp.asarray(table, dtype=int)  # the default int: int64 under jax_enable_x64
 
   def body(n, out):
     ty, tx, cy, cx = table[n, 0], table[n, 1], table[n, 2], table[n, 3]

@@ -59,6 +59,9 @@ def restore_overlapping(model: nn.Module, variables: Mapping[str, Any], image: j
   Returns:
     The averaged output in the layout of ``image``.
   """
+  for name, value in (("tile", tile), ("stride", stride), ("batch", batch)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name} must be a positive integer, got {value!r}")
   x = jnp.asarray(image)
   if x.ndim not in (2, 3):
     raise ValueError(f"image must be [H, W] or [H, W, C], got shape {x.shape}")
@@ -72,7 +75,7 @@ def restore_overlapping(model: nn.Module, variables: Mapping[str, Any], image: j
   # The padding calls repeat the last tile with weight 0.
   padded = np.concatenate([corners, np.repeat(corners[-1:], calls * batch - n, 0)])
   weight = (np.arange(calls * batch) < n).astype(np.float32)
-  corners_j = jnp.asarray(padded.reshape(calls, batch, 2))
+  corners_j = jnp.asarray(padded.reshape(calls, batch, 2), dtype=int)  # default int (x64)
   weight_j = jnp.asarray(weight.reshape(calls, batch))
   out_c = jax.eval_shape(lambda t: model.apply(variables, t, train=False),
                          jax.ShapeDtypeStruct((batch, th, tw, c), x3.dtype)).shape[-1]

@@ -109,3 +109,22 @@ def test_flop_count():
       2 * 43 * 43 * 43 * 43 * (64 + 128))
   assert local_attention_flops(100, 100, window=45, embed=64, channels=128) == (
       2 * 100 * 100 * 45 * 45 * 192)
+
+
+def test_more_input_checks_and_tiles_larger_than_the_image():
+  q, k, v, _ = _inputs(2, 1, 5, 6)
+  with pytest.raises(ValueError, match="q is empty"):
+    local_attention(q[:0], k[:0], v[:0], window=3)
+  with pytest.raises(TypeError, match="must be real"):
+    local_attention(q.astype(jnp.complex64), k, v, window=3)
+  with pytest.raises(TypeError, match="return_logits must be a bool"):
+    local_attention(q, k, v, window=3, return_logits="no")
+  # A tile larger than the image is clipped to it: the compiled work does not grow.
+  def flops(tile):
+    fn = jax.jit(lambda q, k, v: local_attention(q, k, v, window=45, border="circular",
+                                                 tile=tile))
+    cost = fn.lower(q, k, v).compile().cost_analysis()
+    return (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
+  assert flops(256) == flops(6)
+  np.testing.assert_allclose(local_attention(q, k, v, window=3, tile=256),
+                             dense_reference(q, k, v, 3, "shift")[0], rtol=1e-5, atol=1e-5)

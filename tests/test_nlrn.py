@@ -91,7 +91,7 @@ def test_correlation_propagation_matches_the_equations(border):
   its config says propagate=True: the propagating and plain references differ here."""
   kw = dict(features=6, embed_features=3, num_steps=3, window=5, border=border)
   x = jax.random.uniform(jax.random.PRNGKey(0), (2, 9, 10, 1))
-  model = NLRN(**kw, tile=4)
+  model = NLRN(**kw, attention_tile=4)
   variables = model.init(jax.random.PRNGKey(1), x)
   # Non-zero g, BN statistics and scales, so that the non-local part matters.
   leaves, tree = jax.tree_util.tree_flatten(variables)
@@ -106,7 +106,7 @@ def test_correlation_propagation_matches_the_equations(border):
                                propagate=False)
   assert float(jnp.max(jnp.abs(ref_on - ref_off))) > 1e-2  # the test can tell them apart
   got_on = jax.jit(lambda v, x: model.apply(v, x))(variables, x)
-  got_off = NLRN(**kw, propagate=False, tile=4).apply(variables, x)
+  got_off = NLRN(**kw, propagate=False, attention_tile=4).apply(variables, x)
   np.testing.assert_allclose(got_on, ref_on, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(got_off, ref_off, rtol=1e-4, atol=1e-4)
 
@@ -148,7 +148,7 @@ def test_training_mode_updates_every_states_batch_norm_and_gradients_reach_share
 def test_infer_restores_nlrn_tiled_exactly_as_untiled():
   """Tiles overlap by the receptive radius: the tiled result equals the untiled one."""
   from n3jax import infer
-  model = NLRN(features=4, embed_features=2, num_steps=2, window=5, tile=4)
+  model = NLRN(features=4, embed_features=2, num_steps=2, window=5, attention_tile=4)
   assert model.tiling_groups() == [((0,), 2 + 2 * (2 + 2), 1)]
   x = jax.random.uniform(jax.random.PRNGKey(0), (40, 37))
   variables = model.init(jax.random.PRNGKey(1), x[None, :, :, None])
@@ -165,7 +165,7 @@ def test_infer_restores_nlrn_tiled_exactly_as_untiled():
     def receptive_radius(self):
       return 7
 
-  short = ShortNLRN(features=4, embed_features=2, num_steps=2, window=5, tile=4)
+  short = ShortNLRN(features=4, embed_features=2, num_steps=2, window=5, attention_tile=4)
   assert not np.allclose(infer.restore(short, variables, x, tile=8), whole, atol=1e-4)
   with pytest.raises(ValueError, match="channel"):
     infer.restore(model, variables, jnp.zeros((40, 37, 3)))

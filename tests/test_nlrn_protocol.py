@@ -125,3 +125,20 @@ def test_nlrn_trains_validates_exports_and_resumes_through_the_loop(tmp_path):
   assert out.shape == (20, 23) and bool(jnp.isfinite(out).all())
   config.num_train_steps = 4  # resumes from the checkpoint at step 3
   assert train_and_evaluate(config, workdir)["start_step"] == 3
+
+
+def test_one_variant_per_config_and_the_eval_protocol_is_checked():
+  with pytest.raises(ValueError, match="choose one variant"):
+    nlrn_config.get_config("full,plain")
+  config = nlrn_config.get_config()
+  config.eval_protocol = "tile"
+  with pytest.raises(ConfigError, match="eval_protocol must be one of"):
+    validate_config(config)
+  # The denoising config has the same knobs, so N³Net can train on NLRN's schedule.
+  from n3jax.configs import denoise
+  config = denoise.get_config("smoke")
+  config.lr_schedule, config.lr_boundaries = "piecewise", (100,)
+  validate_config(config)
+  config.lr_boundaries = None
+  with pytest.raises(ConfigError, match="needs config.lr_boundaries"):
+    validate_config(config)

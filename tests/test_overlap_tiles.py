@@ -64,3 +64,29 @@ def test_evaluation_runs_either_protocol_and_never_mixes_them(tmp_path):
     evaluate_denoising(model, variables, output_dir=out, protocol="whole", **kw)
   with pytest.raises(ValueError, match="protocol must be one of"):
     make_denoise_fn(model, 25.0, protocol="patches")
+
+
+def test_bad_arguments_and_x64(tmp_path):
+  model = create_model("dncnn17", depth=2, features=2)
+  x = jnp.zeros((20, 20))
+  variables = model.init(jax.random.PRNGKey(1), x[None, :, :, None])
+  with pytest.raises(ValueError, match="batch must be a positive integer"):
+    restore_overlapping(model, variables, x, batch=0)
+  # Under jax_enable_x64 (a subprocess: the flag is global) the index tables still agree.
+  import subprocess, sys, textwrap
+  code = textwrap.dedent("""
+      import jax; jax.config.update("jax_enable_x64", True)
+      import jax.numpy as jnp
+      from n3jax import infer
+      from n3jax.nn import create_model
+      from n3jax.overlap_tiles import restore_overlapping
+      m = create_model("dncnn17", depth=2, features=2)
+      x = jnp.linspace(0, 1, 30 * 30).reshape(30, 30)
+      v = m.init(jax.random.PRNGKey(0), x[None, :, :, None])
+      a = restore_overlapping(m, v, x, tile=20, stride=7)
+      b = infer.restore(m, v, x, tile=8)
+      assert a.dtype == b.dtype == jnp.float64 and a.shape == b.shape == (30, 30)
+      print("ok")
+      """)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+  assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]

@@ -77,7 +77,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   unknown = [t for t in tokens if t != "smoke" and t not in VARIANTS]
   if unknown:
     raise ValueError(f"unknown config argument(s) {unknown}; use {sorted(VARIANTS)} and/or smoke")
-  variant = next((t for t in tokens if t in VARIANTS), "full")
+  variants = [t for t in tokens if t in VARIANTS]
+  if len(variants) > 1:
+    raise ValueError(f"choose one variant, got {variants}")
+  variant = variants[0] if variants else "full"
   smoke = "smoke" in tokens
   name, smoke_kwargs = VARIANTS[variant]
 
@@ -125,6 +128,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   config.adam_b2 = 0.999
   config.adam_eps = 1e-8
   config.weight_decay = 1e-4  # L2 on the gradient of all but biases
+  # "epochs": lr_total_decay over num_epochs (above); "piecewise": times lr_factor at each
+  # step of lr_boundaries (NLRN's protocol).
+  config.lr_schedule = "epochs"
+  config.lr_boundaries = ()
+  config.lr_factor = 0.5
+  config.clip_grad_norm_per_tensor = 0.0  # > 0: clip every gradient tensor to this norm
+  # "reference": N³Net's 0.5 · Σ (pred − clean)² · 1600 / (H·W); "mse": the mean, on the
+  # central loss_center² pixels of each crop when loss_center > 0 (NLRN's).
+  config.loss = "reference"
+  config.loss_center = 0
   # Initialize from an n3jax model directory (e.g. converted official weights) to fine-tune.
   config.init_checkpoint = ""
 

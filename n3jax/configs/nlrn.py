@@ -66,7 +66,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   if unknown:
     raise ValueError(f"unknown config argument(s) {unknown}; use {sorted(VARIANTS)} and/or "
                      "smoke")
-  variant = next((t for t in tokens if t in VARIANTS), "full")
+  variants = [t for t in tokens if t in VARIANTS]
+  if len(variants) > 1:
+    raise ValueError(f"choose one variant, got {variants}")
+  variant = variants[0] if variants else "full"
   smoke = "smoke" in tokens
 
   # Everything not set here (data, noise, bookkeeping, multi-host, evaluation) is the

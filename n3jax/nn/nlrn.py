@@ -78,7 +78,7 @@ class NLRN(nn.Module):
       every state has its own).
     use_nonlocal: the non-local module (Table 2: off is the same RNN without it).
     propagate: correlation propagation (Table 2: off uses each state's own correlations).
-    tile: query pixels per tile side of the attention (memory and speed only).
+    attention_tile: query pixels per tile side of the attention (memory and speed only).
     dtype: computation dtype of the convolutions (see :mod:`n3jax.nn.precision`); the
       attention, BatchNorm statistics, residual sums and the output stay float32.
   """
@@ -90,7 +90,7 @@ class NLRN(nn.Module):
   share_weights: bool = True
   use_nonlocal: bool = True
   propagate: bool = True
-  tile: int = la.DEFAULT_TILE
+  attention_tile: int = la.DEFAULT_TILE
   kernel_size: int = 3
   bn_momentum: float = NLRN_BN_MOMENTUM
   bn_epsilon: float = NLRN_BN_EPSILON
@@ -103,8 +103,7 @@ class NLRN(nn.Module):
       raise ValueError(f"NLRN expects [B, H, W, C] images, got shape {x.shape}")
     if self.num_steps < 1:
       raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
-    if self.border not in geometry.BORDERS:
-      raise ValueError(f"border must be one of {geometry.BORDERS}, got {self.border!r}")
+    geometry.check_border(self.border)
 
     def bn(name):
       return BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
@@ -117,7 +116,7 @@ class NLRN(nn.Module):
                      name=name)
 
     def step_modules(suffix):
-      nl = (NonLocal(self.embed_features, self.window, self.border, self.tile,
+      nl = (NonLocal(self.embed_features, self.window, self.border, self.attention_tile,
                      dtype=self.dtype, name=f"nonlocal{suffix}") if self.use_nonlocal
             else None)
       return nl, conv3(self.features, f"conv_a{suffix}"), conv3(self.features,

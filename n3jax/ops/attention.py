@@ -40,21 +40,28 @@ import numpy as np
 
 from n3jax.ops.batching import broadcast_leading, merge_leading, split_leading
 from n3jax.ops.chunking import map_tiles, untile
-from n3jax.ops.geometry import BORDERS, pixel_window_tiles, window_side
+from n3jax.ops.geometry import check_border, pixel_window_tiles, window_side
 
 DEFAULT_TILE = 8  # query pixels per tile side
 
 
-def _check(q, k, v, prior, window, border, tile):
-  if border not in BORDERS:
-    raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+def _check(q, k, v, prior, window, border, tile, return_logits):
+  check_border(border)
   if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
-    raise ValueError(f"window must be a positive integer, got {window!r}")
+    raise ValueError(f"window must be a positive (static, Python) integer, got {window!r}")
   if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
     raise ValueError(f"tile must be a positive integer, got {tile!r}")
-  for name, a in (("q", q), ("k", k), ("v", v)):
+  if not isinstance(return_logits, bool):
+    raise TypeError(f"return_logits must be a bool, got {return_logits!r}")
+  named = (("q", q), ("k", k), ("v", v)) + ((("prior", prior),) if prior is not None else ())
+  for name, a in named:
     if a.ndim < 3:
       raise ValueError(f"{name} must be [..., H, W, C], got shape {a.shape}")
+    if 0 in a.shape:
+      raise ValueError(f"{name} is empty (shape {a.shape})")
+    if not (jnp.issubdtype(a.dtype, jnp.floating) or jnp.issubdtype(a.dtype, jnp.integer)
+            or a.dtype == jnp.bool_):
+      raise TypeError(f"{name} must be real, got dtype {a.dtype}")
   h, w = q.shape[-3:-1]
   if k.shape[-3:-1] != (h, w) or v.shape[-3:-1] != (h, w):
     raise ValueError(f"q {q.shape}, k {k.shape} and v {v.shape} must share their image "
@@ -83,7 +90,9 @@ def local_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int,
     prior: optional ``[..., H, W, O]`` correlations added before the softmax
       (``O = min(window, H) · min(window, W)``, window order).
     return_logits: also return the pre-softmax correlations (``prior`` included).
-    tile: query pixels per tile side (memory and speed only; results do not depend on it).
+    tile: query pixels per tile side, at most the image's longer side (memory and speed
+      only: results do not depend on it, for finite inputs; a NaN/inf in ``k`` or ``v``
+      reaches every query of the tiles whose region holds it, not only its window's).
 
   Returns:
     ``[..., H, W, C]`` attention output, in at least float32 (and ``[..., H, W, O]``
@@ -91,7 +100,7 @@ def local_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int,
   """
   q, k, v = (jnp.asarray(a) for a in (q, k, v))
   prior = None if prior is None else jnp.asarray(prior)
-  _check(q, k, v, prior, window, border, tile)
+  _check(q, k, v, prior, window, border, tile, return_logits)
   arrays = [(q, 3, "q"), (k, 3, "k"), (v, 3, "v")]
   if prior is not None:
     arrays.append((prior, 3, "prior"))
@@ -106,7 +115,9 @@ def local_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, window: int,
 def _local_attention(query, key, value, prior, *, window, border, tile, return_logits):
   """:func:`local_attention` on ``[B, H, W, ·]`` arrays."""
   b, h, w, _ = query.shape
-  acc = jnp.result_type(query.dtype, key.dtype, value.dtype, jnp.float32)
+  tile = min(tile, max(h, w))  # a larger tile only pads with dropped queries
+  dtypes = [a.dtype for a in (query, key, value, prior) if a is not None]
+  acc = jnp.result_type(*dtypes, jnp.float32)
   w1, w2 = window_side(h, window), window_side(w, window)
   t1, reg1, st1 = pixel_window_tiles(h, window, tile, border=border)
   t2, reg2, st2 = pixel_window_tiles(w, window, tile, border=border)

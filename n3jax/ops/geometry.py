@@ -140,6 +140,12 @@ BORDERS = ("shift", "circular")
 INFINITE_RADIUS = 2 ** 30
 
 
+def check_border(border: str) -> None:
+  """Raises ``ValueError`` unless ``border`` is one of :data:`BORDERS`."""
+  if border not in BORDERS:
+    raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+
+
 def window_side(size: int, window: int) -> int:
   """The side of a window along an axis of ``size`` positions: ``min(window, size)``."""
   return min(window, size)
@@ -155,8 +161,7 @@ def pixel_window_tiles(n: int, window: int, tile: int, *, border: str
   the tile reads (``R = min(tile + w − 1, n)`` for ``"shift"``, ``tile + w − 1`` for
   ``"circular"``, whose indices wrap modulo ``n``).
   """
-  if border not in BORDERS:
-    raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+  check_border(border)
   w = min(window, n)
   if border == "shift":
     with jax.ensure_compile_time_eval():  # static geometry, also under jit
@@ -175,8 +180,7 @@ def attention_radius(window: int, *, border: str) -> int:
   reads at most ``window // 2`` pixels away (a shifted window at the border stays inside
   the image and is the same in any tile that reaches that border); circular windows wrap
   around the image (:data:`INFINITE_RADIUS`)."""
-  if border not in BORDERS:
-    raise ValueError(f"border must be one of {BORDERS}, got {border!r}")
+  check_border(border)
   return window // 2 if border == "shift" else INFINITE_RADIUS
 
 
@@ -225,5 +229,5 @@ def n3block_runnable_size(height: int, width: int, *, patch_size: int, stride: i
 
 
 __all__ = ["window_start", "window_candidates", "window_indices", "num_candidates",
-           "tile_regions", "window_side", "pixel_window_tiles", "attention_radius", "BORDERS",
+           "tile_regions", "check_border", "window_side", "pixel_window_tiles", "attention_radius", "BORDERS",
            "INFINITE_RADIUS", "conv_radius", "n3block_radius", "n3block_runnable_size"]

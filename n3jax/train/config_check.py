@@ -16,6 +16,7 @@ import ml_collections
 from n3jax.data.noise import check_sigma
 from n3jax.nn import model_fields
 from n3jax.nn.precision import compute_dtype
+from n3jax.evaluate.denoise import PROTOCOLS
 from n3jax.train.optim import SCHEDULES
 from n3jax.train.step import LOSSES
 
@@ -94,6 +95,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if schedule not in SCHEDULES:
     raise ConfigError(f"config.lr_schedule must be one of {SCHEDULES}, got {schedule!r}")
   if schedule == "piecewise":
+    missing = [f for f in ("lr_boundaries", "lr_factor") if config.get(f) is None]
+    if missing:
+      raise ConfigError(f"config.lr_schedule='piecewise' needs config.{' and config.'.join(missing)}")
     _in_range(config, "lr_factor", 0, math.inf, lo_open=True, hi_open=True)
     bounds = list(config.lr_boundaries)
     if (any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in bounds)
@@ -103,6 +107,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if "clip_grad_norm_per_tensor" in config:
     _in_range(config, "clip_grad_norm_per_tensor", 0, math.inf, lo_open=False,
               hi_open=True, hint=" (0: no clipping)")
+  protocol = config.get("eval_protocol", "whole")
+  if protocol not in PROTOCOLS:
+    raise ConfigError(f"config.eval_protocol must be one of {PROTOCOLS}, got {protocol!r}")
   loss = config.get("loss", "reference")
   if loss not in LOSSES:
     raise ConfigError(f"config.loss must be one of {LOSSES}, got {loss!r}")

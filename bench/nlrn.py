@@ -103,7 +103,7 @@ def compare_with_n3net(size: int, repeats: int) -> dict:
   from bench.flops import jaxpr_flops
   from n3jax import infer
   from n3jax.nn import create_model
-  from n3jax.nn.nlrn import count_parameters
+  from n3jax.nn import count_parameters
   nets = {"n3net": create_model("n3net"), "nlrn": create_model("nlrn")}
   variables = {"n3net": nets["n3net"].init(jax.random.PRNGKey(0), jnp.zeros((1, 64, 64, 1))),
                "nlrn": _network()[1]}

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from n3jax.nn import create_model
-from n3jax.nn.nlrn import NLRN, NLRN_BN_EPSILON, count_parameters
+from n3jax.nn import count_parameters, create_model
+from n3jax.nn.nlrn import NLRN, NLRN_BN_EPSILON
 from tests.helpers.dense_attention import _window_offsets
 
 

@@ -17,7 +17,6 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from n3jax.nn.dncnn import conv_in_channels
 from n3jax.nn.layers import BatchNorm
@@ -170,18 +169,4 @@ class NLRN(nn.Module):
     return conv_in_channels(variables.get("params", {}))
 
 
-def count_parameters(params: Any, *, batch_norm: bool = True) -> int:
-  """Number of trainable values; ``batch_norm=False`` leaves out the BatchNorms (modules
-  named ``bn…`` or ``…_bn``), e.g. NLRN's convolution weights and biases (the paper's
-  "330k")."""
-  total = 0
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    names = [getattr(p, "key", "") for p in path]
-    if not batch_norm and any(str(n).startswith("bn") or str(n).endswith("_bn")
-                              for n in names):
-      continue
-    total += int(jnp.size(leaf))
-  return total
-
-
-__all__ = ["NLRN", "NonLocal", "count_parameters", "NLRN_BN_MOMENTUM", "NLRN_BN_EPSILON"]
+__all__ = ["NLRN", "NonLocal", "NLRN_BN_MOMENTUM", "NLRN_BN_EPSILON"]

@@ -7,6 +7,8 @@ import functools
 from typing import Any, Callable, Dict
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
 from n3jax.nn.dncnn import DnCNN
 from n3jax.nn.n3net import N3Net
@@ -50,6 +52,20 @@ def model_fields(name: str) -> frozenset:
   factory = MODELS[name]
   cls = factory.func if isinstance(factory, functools.partial) else factory
   return frozenset(f.name for f in dataclasses.fields(cls)) - {"parent", "name"}
+
+
+def count_parameters(params: Any, *, batch_norm: bool = True) -> int:
+  """Number of trainable values; ``batch_norm=False`` leaves out the BatchNorms (modules
+  named ``bn…`` or ``…_bn``), e.g. NLRN's convolution weights and biases (the paper's
+  "330k")."""
+  total = 0
+  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    names = [getattr(p, "key", "") for p in path]
+    if not batch_norm and any(str(n).startswith("bn") or str(n).endswith("_bn")
+                              for n in names):
+      continue
+    total += int(jnp.size(leaf))
+  return total
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

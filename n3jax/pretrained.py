@@ -42,6 +42,31 @@ def installed_name(sigma: float) -> str:
   return f"n3net-gauss-sigma{sigma:g}"
 
 
+# Folder name of the installed real-noise model (the Poisson-Gaussian release, converted).
+INSTALLED_PG = "n3net-pg"
+# The release's real-noise checkpoint (the model of paper Sec. 5.3, Table 4).
+OFFICIAL_PG_URL = (OFFICIAL_REPO + "/raw/master/results_poissongaussian_denoising/"
+                   "pretrained/checkpoint/051_ckpt.t7")
+
+
+def installed_realnoise(directory: Optional[str] = None) -> Optional[str]:
+  """The installed Poisson-Gaussian model folder (``n3net-pg``, or the first model folder
+  whose ``model.json`` says ``"task": "realnoise"``), or ``None``."""
+  directory = directory or model_dir()
+  if not os.path.isdir(directory):
+    return None
+  names = sorted(os.listdir(directory), key=lambda n: (n != INSTALLED_PG, n))
+  for name in names:
+    try:
+      with open(os.path.join(directory, name, "model.json")) as f:
+        meta = json.load(f).get("metadata", {})
+      if meta.get("task") == "realnoise":
+        return os.path.join(directory, name)
+    except (OSError, ValueError, AttributeError, TypeError):
+      continue  # not a model folder
+  return None
+
+
 def installed_denoisers(directory: Optional[str] = None) -> Dict[float, str]:
   """``{σ: model folder}`` of the Gaussian denoisers in the model folder.
 

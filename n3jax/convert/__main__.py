@@ -4,10 +4,12 @@
   n3jax-convert n3net_gauss_sigma25.t7 --out ckpt/sigma25
 
 The file is the authors' legacy PyTorch checkpoint (``.t7``); it is parsed without
-PyTorch and without running any code from it. σ is recognised from its sha256 (or a
-``sigma25`` in its path, or ``--sigma``). ``--install`` writes to
-``$N3JAX_MODEL_DIR`` (default ``~/.local/share/n3jax/models``) as ``n3net-gauss-sigma25``,
-where ``n3jax-denoise``, the demo and the notebook find it. An existing non-empty
+PyTorch and without running any code from it. The model is read from its names and
+shapes: the Gaussian denoisers, or the real-noise (Poisson-Gaussian) model, whose input
+has a noise map. A Gaussian model's σ is recognised from its sha256 (or a ``sigma25`` in
+its path, or ``--sigma``). ``--install`` writes to ``$N3JAX_MODEL_DIR`` (default
+``~/.local/share/n3jax/models``) as ``n3net-gauss-sigma25`` (or ``n3net-pg``), where
+``n3jax-denoise``, the demo and the notebook find it. An existing non-empty
 destination is kept unless ``--overwrite`` is given; the model is written atomically.
 """
 
@@ -59,14 +61,20 @@ def _convert(args: argparse.Namespace) -> int:
   except OSError as e:
     print(f"error: {args.checkpoint}: {e.strerror or e}", file=sys.stderr)
     return 1
+  name, kwargs = metadata.pop("model_name"), metadata.pop("model_kwargs")
+  if args.sigma is not None and metadata["task"] != "denoise":
+    print(f"error: {args.checkpoint} holds a Poisson-Gaussian model ({name}): it takes noise "
+          "parameters a and b, not --sigma", file=sys.stderr)
+    return 1
   if args.sigma is not None:
     if metadata["sigma"] is not None and float(metadata["sigma"]) != args.sigma:
       print(f"error: {args.checkpoint} is the official σ={metadata['sigma']} checkpoint, "
             f"not σ={args.sigma:g}", file=sys.stderr)
       return 1
     metadata["sigma"] = args.sigma
-  metadata["task"] = "denoise"
-  if args.install:
+  if args.install and metadata["task"] != "denoise":
+    out = os.path.join(pretrained.model_dir(), pretrained.INSTALLED_PG)
+  elif args.install:
     if metadata["sigma"] is None:
       print(f"error: cannot tell which σ {args.checkpoint} was trained for; pass --sigma",
             file=sys.stderr)
@@ -80,17 +88,19 @@ def _convert(args: argparse.Namespace) -> int:
           "model folders. Choose another --out.", file=sys.stderr)
     return 1
   try:
-    save_model(out, variables, name="n3net", metadata=metadata, overwrite=args.overwrite)
+    save_model(out, variables, name=name, kwargs=kwargs, metadata=metadata,
+               overwrite=args.overwrite)
   except OutputExistsError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   except OSError as e:  # e.g. a parent that is a file, or a folder not writable
     print(f"error: --out {out}: cannot write there ({e.strerror or e})", file=sys.stderr)
     return 1
-  if not metadata["official"]:
+  if metadata["task"] == "denoise" and not metadata["official"]:
     print("warning: sha256 does not match any official N³Net checkpoint", file=sys.stderr)
-  print(f"wrote {out} (model n3net, sigma={metadata['sigma']}, "
-        f"sha256 {metadata['sha256'][:12]}…)")
+  what = (f"sigma={metadata['sigma']}" if metadata["task"] == "denoise" else
+          "Poisson-Gaussian noise, input: image + noise map a, b")
+  print(f"wrote {out} (model {name}, {what}, sha256 {metadata['sha256'][:12]}…)")
   return 0
 
 

@@ -67,20 +67,82 @@ def key_mapping(*, num_dncnns: int = 3, depth: int = 6, embed_depth: int = 3
   return rows, unused
 
 
+# What the weights do not tell: the release's N³ block geometry (both released models).
+RELEASE_GEOMETRY = dict(patch_size=10, stride=5, window=15, temp_bias=0.1)
+
+
+def release_architecture(state: Mapping[str, Any]) -> Tuple[str, Dict[str, Any], int]:
+  """The model an official state dict holds, read from its names and shapes.
+
+  Returns:
+    ``(model_name, kwargs, input_channels)``: ``"n3net"`` when the network takes as many
+    channels as it outputs (the Gaussian denoisers), ``"n3net_pg"`` when it takes two more
+    (the Poisson-Gaussian release: the noise map); ``kwargs`` holds only what differs from
+    the registered model's defaults (``{}`` for both released files).
+
+  Raises:
+    ValueError: the names do not describe an N³Net (the message says what is missing).
+  """
+  def shape(name: str) -> Tuple[int, ...]:
+    if name not in state:
+      raise ValueError(f"no {name} in the state dict: not an official N³Net checkpoint")
+    return tuple(np.shape(state[name]))
+
+  num_dncnns = len({k.split(".")[1] for k in state
+                    if k.startswith("blocks.") and k.endswith(".conv1.weight")})
+  if num_dncnns < 1:
+    raise ValueError("no blocks.N.conv1.weight in the state dict: not an official N³Net "
+                     "checkpoint")
+  first, last = shape("blocks.0.conv1.weight"), shape(f"blocks.{num_dncnns - 1}.conv2.weight")
+  layer1 = {k.split(".")[3] for k in state
+            if k.startswith("blocks.0.layer1.") and k.endswith(".weight")
+            and len(shape(k)) == 4}
+  in_channels, out_channels = first[1], last[0]
+  kwargs: Dict[str, Any] = dict(num_dncnns=num_dncnns, depth=len(layer1) + 2,
+                                features=first[0], out_channels=out_channels)
+  if num_dncnns > 1:
+    interm = shape("blocks.0.conv2.weight")[0]
+    k, rest = divmod(shape("blocks.1.conv1.weight")[1], interm)
+    embed = [k_ for k_ in state if k_.startswith("nls.0.embedcnn.") and k_.endswith(".weight")
+             and len(shape(k_)) == 4]
+    embed.sort(key=lambda n: int(n.split(".")[3]))
+    if rest or not embed:
+      raise ValueError("the N³ block's shapes do not fit an N³Net (blocks.1.conv1.weight "
+                       f"{shape('blocks.1.conv1.weight')}, interm {interm})")
+    kwargs.update(interm_channels=interm, k=k - 1, embed_depth=len(embed),
+                  embed_features=shape(embed[0])[0], embed_channels=shape(embed[-1])[0])
+  if in_channels == out_channels:
+    name = "n3net"
+  elif in_channels == out_channels + 2:
+    name = "n3net_pg"
+  else:
+    raise ValueError(f"the network takes {in_channels} channels and outputs {out_channels}: "
+                     "neither a Gaussian (same) nor a noise-map model (two more)")
+  defaults = create_model(name)
+  if getattr(defaults, "embed_channels", None) is None and kwargs.get("embed_channels") == \
+      kwargs.get("interm_channels"):
+    kwargs.pop("embed_channels")
+  differ = {k: v for k, v in kwargs.items() if getattr(defaults, k) != v}
+  return name, differ, in_channels
+
+
 def state_dict_to_variables(state: Mapping[str, np.ndarray], *, model_name: str = "n3net",
                             model_kwargs: Optional[Mapping[str, Any]] = None
                             ) -> Dict[str, Any]:
-  """Converts an official N³Net state dict to ``{"params", "batch_stats"}`` for ``model_name``.
+  """Converts an official N³Net state dict to ``{"params", "batch_stats"}`` for ``model_name``
+  (:func:`release_architecture` tells which model a state dict holds).
 
   Every name must be mapped or known to be unused, every shape must match the Flax
   model's, and every value must be finite; otherwise a ``ValueError`` lists the problems.
   """
+  first = state.get("blocks.0.conv1.weight")
+  in_channels = int(np.shape(first)[1]) if first is not None and np.ndim(first) == 4 else 1
   model_kwargs = dict(model_kwargs or {})
   model = create_model(model_name, **model_kwargs)
   rows, unused = key_mapping(num_dncnns=model.num_dncnns, depth=model.depth,
                              embed_depth=model.embed_depth)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                             jnp.zeros((1, 80, 80, 1)), train=False))
+                                             jnp.zeros((1, 80, 80, in_channels)), train=False))
   expected = {(col,) + path: s.shape
               for col in shapes
               for path, s in _flatten(shapes[col])}
@@ -134,23 +196,35 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def convert_official(path: str | os.PathLike) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-  """Reads an official ``n3net_gauss_sigma*.t7`` and returns ``(variables, metadata)``."""
+  """Reads an official checkpoint and returns ``(variables, metadata)``.
+
+  The Gaussian denoisers (``n3net_gauss_sigma*.t7``) give an ``n3net`` model with
+  ``metadata["task"] == "denoise"`` and its σ; the Poisson-Gaussian release
+  (``results_poissongaussian_denoising/pretrained/checkpoint/051_ckpt.t7``) an ``n3net_pg``
+  model with ``task == "realnoise"``. ``metadata["model_name"]``/``["model_kwargs"]`` say
+  which (the kwargs: what differs from the registered model).
+  """
   obj = load_legacy_checkpoint(path)
   state = obj.get("net", obj) if isinstance(obj, dict) else None
   if not isinstance(state, Mapping):
     raise ValueError(f"{path} holds no state dict")
   try:
-    variables = state_dict_to_variables(state)
+    name, kwargs, _ = release_architecture(state)
+    variables = state_dict_to_variables(state, model_name=name, model_kwargs=kwargs)
   except ValueError as e:
     raise ValueError(f"{path}: {e}") from None
   digest = file_sha256(path)
+  common = {"source": os.path.basename(os.fspath(path)), "sha256": digest,
+            "epoch": obj.get("epoch") if isinstance(obj, dict) else None,
+            "model_name": name, "model_kwargs": kwargs}
+  if name == "n3net_pg":
+    return variables, {**common, "task": "realnoise", "noise": "poisson_gaussian",
+                       "official": False}
   sigma = OFFICIAL_SHA256.get(digest)
   if sigma is None:
     # e.g. n3net_gauss_sigma25.t7, or the official repository's
     # results_gaussian_denoising/pretrained_sigma25/checkpoint/051_ckpt.t7
     match = re.search(r"sigma(\d+)", os.path.abspath(os.fspath(path)))
     sigma = int(match.group(1)) if match else None
-  metadata = {"source": os.path.basename(os.fspath(path)), "sha256": digest,
-              "official": digest in OFFICIAL_SHA256, "sigma": sigma,
-              "epoch": obj.get("epoch") if isinstance(obj, dict) else None}
-  return variables, metadata
+  return variables, {**common, "task": "denoise", "official": digest in OFFICIAL_SHA256,
+                     "sigma": sigma}

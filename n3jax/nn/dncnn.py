@@ -16,7 +16,8 @@ class DnCNN(nn.Module):
   """``conv → ReLU → (depth − 2) × [conv → BN → ReLU] → conv`` plus a partial residual.
 
   The partial residual (the reference's): the first ``min(C_in, C_out)`` output channels
-  get the first ``min(C_in, C_out)`` input channels added.
+  get the first ``min(C_in, C_out)`` input channels added, or only the first
+  ``residual_channels`` when that is set (a noise-map input: only the image channels).
 
   Attributes:
     out_channels: channels of the output.
@@ -33,6 +34,7 @@ class DnCNN(nn.Module):
   kernel_size: int = 3
   use_bn: bool = True
   residual: bool = True
+  residual_channels: Optional[int] = None
   zero_init_out: bool = False
   bn_momentum: float = BN_MOMENTUM
   bn_axis_name: Optional[str] = None
@@ -59,7 +61,7 @@ class DnCNN(nn.Module):
     # convolutions run in bfloat16.
     y = y.astype(jnp.promote_types(y.dtype, x.dtype))
     if self.residual:
-      c = min(x.shape[-1], self.out_channels)
+      c = min(x.shape[-1], self.out_channels, self.residual_channels or self.out_channels)
       y = y.at[..., :c].add(x[..., :c].astype(y.dtype))
     return y
 

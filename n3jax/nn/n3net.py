@@ -19,7 +19,11 @@ class N3Net(nn.Module):
 
   Every DnCNN but the last outputs ``interm_channels``; each N³ block turns those into
   ``(k + 1)·interm_channels``; the last DnCNN outputs ``out_channels``. The defaults are
-  the official Gaussian denoiser's (shared/docs/reference-n3net.md).
+  the official Gaussian denoiser's (shared/docs/reference-n3net.md). ``embed_channels``
+  is the N³ blocks' embedding size (``None``: ``interm_channels``; the real-noise release
+  embeds its 32 channels in 8). The first DnCNN adds its residual to the first
+  ``out_channels`` input channels only, so extra input channels (a noise map) are not
+  added to the image.
 
   ``selection`` and ``match_on`` give the ablations of paper Table 1: ``selection`` is the
   N³ blocks' neighbour selection (``"continuous"``, ``"hard"``, ``"concrete"``, see
@@ -37,6 +41,7 @@ class N3Net(nn.Module):
   out_channels: int = 1
   num_dncnns: int = 3
   interm_channels: int = 8
+  embed_channels: Optional[int] = None
   features: int = 64
   depth: int = 6
   # The N³ blocks' knobs: their defaults are defined once, by N3Block (the paper's).
@@ -90,12 +95,13 @@ class N3Net(nn.Module):
       last = i == self.num_stages - 1
       return DnCNN(self.out_channels if last else self.interm_channels, self.features,
                    self.depth, use_bn=self.dncnn_bn, zero_init_out=self.zero_init_out,
+                   residual_channels=self.out_channels if i == 0 else None,
                    bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name,
                    dtype=self.dtype, name=f"dncnn_{i // 2}")(x, train=train)
     return self.block_cls(
         k=self.k, patch_size=self.patch_size, stride=self.stride, window=self.window,
         embed_features=self.embed_features, embed_depth=self.embed_depth,
-        embed_channels=self.interm_channels, temp_bias=self.temp_bias,
+        embed_channels=self.embed_channels or self.interm_channels, temp_bias=self.temp_bias,
         bn_momentum=self.bn_momentum, bn_axis_name=self.bn_axis_name, impl=self.impl,
         query_chunk=self.query_chunk, tile=self.tile, selection=self.selection,
         dtype=self.dtype, name=f"n3block_{i // 2}")(x, train=train, match=match)

@@ -39,6 +39,14 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     # channels sharing their convolutions, non-local windows of 45 pixels, correlation
     # propagation; 330,625 conv weights and biases.
     "nlrn": NLRN,
+    # Real camera noise (paper Sec. 5.3), the release's model: the noisy image plus a
+    # two-channel noise map (a, b) in, 3 DnCNNs of depth 9 and 128 features, 32 channels
+    # between them embedded in 8 for the N³ blocks (k = 3, 10x10 patches, stride 5); the
+    # first DnCNN's residual adds to the image channel only. And the DnCNN baseline with
+    # the same input (DnCNN-17's depth; its residual likewise adds to the image only).
+    "n3net_pg": functools.partial(N3Net, num_dncnns=3, depth=9, features=128,
+                                  interm_channels=32, embed_channels=8, k=3),
+    "dncnn_pg": functools.partial(DnCNN, out_channels=1, depth=17),
     # A tiny N³Net for tests and smoke runs.
     "n3net_tiny": functools.partial(N3Net, interm_channels=2, features=8, depth=3, k=2,
                                     embed_features=8, embed_depth=2, window=5),

@@ -1,8 +1,15 @@
-"""``n3jax-denoise IMAGE...``: remove Gaussian noise from your images with N³Net.
+"""``n3jax-denoise IMAGE...``: remove Gaussian or camera noise from your images with N³Net.
 
   n3jax-denoise photo.jpg                     # σ estimated, photo_denoised.jpg beside it
   n3jax-denoise scans/*.tif --sigma 25 --out clean/
   python -m n3jax.denoise a.png b.png --checkpoint runs/n3net/model --overwrite
+  n3jax-denoise raw.tif --noise pg --a 0.01 --b 0.0001   # Poisson-Gaussian, variance a·x + b
+
+``--noise pg`` uses a real-noise model (``n3net_pg``: the release's converted weights,
+installed as ``n3net-pg``, or ``--checkpoint`` of a ``configs/realnoise.py`` run) with the
+sensor's noise parameters: the variance of a pixel of intensity ``x`` in [0, 1] is
+``a·x + b``. Those models were trained on linear, raw-like intensities (paper Sec. 5.3),
+so give them linear data (e.g. a raw or linear TIFF), not gamma-encoded sRGB.
 
 Models: ``--checkpoint DIR`` (a model folder from n3jax-convert or train.py), else the
 installed ones (``n3jax-convert FILE --install``, in ``$N3JAX_MODEL_DIR``), else official
@@ -37,6 +44,7 @@ from n3jax.cli_errors import error_line
 from n3jax.atomic import OutputExistsError
 from n3jax.data import imagefile
 from n3jax.data.noise import check_sigma, estimate_sigma
+from n3jax.data.poisson_gaussian import check_noise_levels, with_noise_map
 
 SUFFIX = "_denoised"
 # Below this fraction of the model's σ, an image looks too clean for it (oversmoothing).
@@ -94,12 +102,38 @@ def _same_file(a: str, b: str) -> bool:
     return False
 
 
-def denoise_picture(picture: imagefile.Picture, models: Models, sigma: Optional[float], *,
-                    block: int, tile: int, progress=None) -> Tuple[imagefile.Picture, str]:
-  """Denoises the colour channels of ``picture`` (alpha kept); returns it and a report."""
+def _denoise_channels(picture: imagefile.Picture, restore_channel, *, source: str,
+                      progress=None) -> imagefile.Picture:
+  """``picture`` with each colour channel replaced by ``restore_channel(x [H, W], step)``
+  (alpha kept); ``step(done, total)`` reports the channel's blocks."""
+  color = imagefile.to_unit(picture.color)
+  channels = color.shape[-1]
+  out = np.empty_like(color)
+  for c in range(channels):
+    def step(done, total, c=c):
+      if progress is not None:
+        progress(c * total + done, channels * total)
+    out[..., c] = restore_channel(color[..., c], step)
+  if not np.isfinite(out).all():
+    raise FloatingPointError(f"the model ({source}) produced NaN/inf; its weights are broken "
+                             "(nothing written)")
+  samples = imagefile.from_unit(out, picture.samples.dtype)
+  if picture.has_alpha:
+    samples = np.concatenate([samples, picture.samples[..., -1:]], axis=-1)
+  return imagefile.Picture(samples, picture.format, picture.note, picture.icc_profile)
+
+
+def _check_finite(picture: imagefile.Picture) -> np.ndarray:
   color = imagefile.to_unit(picture.color)
   if not np.isfinite(color).all():
     raise ValueError("the image holds NaN or infinite values")
+  return color
+
+
+def denoise_picture(picture: imagefile.Picture, models: Models, sigma: Optional[float], *,
+                    block: int, tile: int, progress=None) -> Tuple[imagefile.Picture, str]:
+  """Denoises the colour channels of ``picture`` (alpha kept); returns it and a report."""
+  color = _check_finite(picture)
   notes = []
   if sigma is None:
     estimate = float(np.mean([estimate_sigma(color[..., c]) for c in range(color.shape[-1])]))
@@ -114,23 +148,65 @@ def denoise_picture(picture: imagefile.Picture, models: Models, sigma: Optional[
     notes.append(f"the model was trained for σ={chosen:g}, not σ={request:g}: expect a poor "
                  "result")
   model, variables = models.get(chosen)
-  channels = color.shape[-1]
-  out = np.empty_like(color)
-  for c in range(channels):
-    def step(done, total, c=c):
-      if progress is not None:
-        progress(c * total + done, channels * total)
-    out[..., c] = infer.restore_large(model, variables, color[..., c], block=block, tile=tile,
-                                      progress=step)
-  if not np.isfinite(out).all():
-    raise FloatingPointError(f"the model ({models.sources[chosen][1]}) produced NaN/inf; its "
-                             "weights are broken (nothing written)")
-  samples = imagefile.from_unit(out, picture.samples.dtype)
-  if picture.has_alpha:
-    samples = np.concatenate([samples, picture.samples[..., -1:]], axis=-1)
   kind, path = models.sources[chosen]
+  result = _denoise_channels(
+      picture, lambda x, step: infer.restore_large(model, variables, x, block=block, tile=tile,
+                                                   progress=step),
+      source=path, progress=progress)
   notes.insert(0, f"model {path}" if kind == "checkpoint" else f"{kind} σ={chosen:g} model")
-  return imagefile.Picture(samples, picture.format, picture.note, picture.icc_profile), ", ".join(notes)
+  return result, ", ".join(notes)
+
+
+def restore_poisson_gaussian(model: Any, variables: Any, noisy: np.ndarray, *, a: float,
+                             b: float, block: int = infer.DEFAULT_BLOCK,
+                             tile: int = infer.DEFAULT_TILE, progress=None) -> np.ndarray:
+  """Denoises a gray image ``[H, W]`` in [0, 1] with Poisson-Gaussian noise of parameters
+  ``(a, b)`` (variance ``a·x + b``) with a noise-map model (``n3net_pg``, ``dncnn_pg``).
+
+  The model sees the image and the noise map (:func:`~n3jax.data.poisson_gaussian.with_noise_map`)
+  through :func:`n3jax.infer.restore_large` (any size, bounded memory). Returns ``[H, W]``.
+  """
+  a, b = check_noise_levels(a, b)
+  x = np.asarray(noisy)
+  if x.ndim != 2:
+    raise ValueError(f"noisy must be a gray [H, W] image, got shape {x.shape}; denoise colour "
+                     "images channel by channel")
+  infer.check_image(x, channels=1, name="noisy")
+  out = infer.restore_large(model, variables, np.asarray(with_noise_map(x[..., None], a, b)),
+                            block=block, tile=tile, progress=progress)
+  return out[..., 0]
+
+
+def denoise_picture_pg(picture: imagefile.Picture, model: Any, variables: Any, *, a: float,
+                       b: float, source: str, block: int, tile: int, progress=None
+                       ) -> Tuple[imagefile.Picture, str]:
+  """Denoises the colour channels of ``picture`` with a Poisson-Gaussian model at (a, b)."""
+  _check_finite(picture)
+  result = _denoise_channels(
+      picture, lambda x, step: restore_poisson_gaussian(model, variables, x, a=a, b=b,
+                                                        block=block, tile=tile, progress=step),
+      source=source, progress=progress)
+  return result, f"model {source}, Poisson-Gaussian a={a:g}, b={b:g}"
+
+
+def load_realnoise_model(checkpoint: Optional[str]) -> Tuple[Any, Any, str]:
+  """``(model, variables, source)`` of a Poisson-Gaussian model: ``checkpoint`` (a model
+  folder whose metadata says ``"task": "realnoise"``), else the installed one.
+
+  Raises:
+    FileNotFoundError: none installed (the message says how to get one).
+    ValueError: ``checkpoint`` holds a model of another task.
+  """
+  from n3jax.checkpoint import load_model
+  path = checkpoint or pretrained.installed_realnoise()
+  if path is None:
+    raise FileNotFoundError(pretrained.how_to_get_realnoise_weights())
+  model, variables, meta = load_model(path)
+  if meta.get("task") != "realnoise":
+    raise ValueError(f"{path} holds a {meta.get('task', 'denoise')!r} model "
+                     f"({meta.get('model_name')}), not a Poisson-Gaussian one; --noise pg "
+                     "needs a model trained with configs/realnoise.py or the converted release")
+  return model, variables, path
 
 
 def parse_sigma(text: str) -> Optional[float]:
@@ -142,6 +218,19 @@ def parse_sigma(text: str) -> Optional[float]:
   except ValueError:
     raise argparse.ArgumentTypeError(f"must be 'auto' or a number in (0, 255] on the 0-255 "
                                      f"scale (e.g. 25), got {text!r}") from None
+
+
+NOISE_KINDS = ("gaussian", "pg")
+
+
+def _level(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+  if not value >= 0 or value == float("inf"):
+    raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+  return value
 
 
 def _positive(text: str) -> int:
@@ -157,6 +246,13 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
   parser.add_argument("--sigma", type=parse_sigma, default=None, metavar="SIGMA|auto",
                       help="noise level on the 0-255 scale, or auto (default)")
+  parser.add_argument("--noise", choices=NOISE_KINDS, default="gaussian",
+                      help="the noise model: gaussian (σ, the default) or pg "
+                      "(Poisson-Gaussian, variance a·x + b; needs --a and --b)")
+  parser.add_argument("--a", type=_level, metavar="A",
+                      help="--noise pg: the signal-dependent part (e.g. 0.01)")
+  parser.add_argument("--b", type=_level, metavar="B",
+                      help="--noise pg: the constant variance (e.g. 0.0001)")
   parser.add_argument("--checkpoint", metavar="DIR", help="n3jax model folder to use")
   parser.add_argument("--out", metavar="DIR", help="output folder (default: beside each input)")
   parser.add_argument("--tile", type=_positive, default=infer.DEFAULT_TILE,
@@ -167,19 +263,37 @@ def main(argv: Optional[List[str]] = None) -> int:
   parser.add_argument("--no-progress", action="store_true", help="no progress bars")
   parser.add_argument("--debug", action="store_true", help="full tracebacks on errors")
   args = parser.parse_args(argv)
+  pg = args.noise == "pg"
+  if pg and (args.a is None or args.b is None):
+    parser.error("--noise pg needs the noise parameters --a and --b")
+  if pg and args.sigma is not None:
+    parser.error("--sigma is for Gaussian noise; --noise pg takes --a and --b")
+  if not pg and (args.a is not None or args.b is not None):
+    parser.error("--a and --b are Poisson-Gaussian parameters: add --noise pg")
+  if pg:
+    try:
+      check_noise_levels(args.a, args.b)
+    except ValueError as e:
+      parser.error(str(e))
 
   from tqdm import tqdm
 
   try:
-    models = Models(args.checkpoint)
+    if pg:
+      pg_model = load_realnoise_model(args.checkpoint)
+    else:
+      models = Models(args.checkpoint)
   except (OSError, ValueError, KeyError) as e:
     if args.debug:
       raise
+    if pg and args.checkpoint is None:  # none installed: how to get one
+      print(f"error: {e}", file=sys.stderr)
+      return 2
     message = error_line(e)
     print(message if str(args.checkpoint) in message else
           message.replace("error: ", f"error: {args.checkpoint}: ", 1), file=sys.stderr)
     return 2
-  if not models.sources:
+  if not pg and not models.sources:
     print(f"error: {pretrained.how_to_get_weights()}", file=sys.stderr)
     return 2
   if args.out:
@@ -222,8 +336,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         raise OutputExistsError(f"{target} exists (pass --overwrite to replace it)")
       imagefile.check_writable(target)
       picture = imagefile.read_picture(path)
-      result, report = denoise_picture(picture, models, args.sigma, block=args.block,
-                                       tile=args.tile, progress=progress)
+      if pg:
+        result, report = denoise_picture_pg(picture, pg_model[0], pg_model[1], a=args.a,
+                                            b=args.b, source=pg_model[2], block=args.block,
+                                            tile=args.tile, progress=progress)
+      else:
+        result, report = denoise_picture(picture, models, args.sigma, block=args.block,
+                                         tile=args.tile, progress=progress)
       imagefile.write_picture(target, result, overwrite=args.overwrite)
       written.add(os.path.abspath(target))
       h, w, c = picture.samples.shape

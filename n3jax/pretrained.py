@@ -113,6 +113,14 @@ def nearest(sigma: float, available: Iterable[float]) -> float:
   return min(options, key=lambda s: (abs(s - sigma), s))
 
 
+def how_to_get_realnoise_weights() -> str:
+  """What to tell a user who has no Poisson-Gaussian model."""
+  return ("no Poisson-Gaussian (real-noise) N³Net found. Download the authors' model, "
+          f"{OFFICIAL_PG_URL}, and install it with `n3jax-convert 051_ckpt.t7 --install` "
+          f"(it goes to {os.path.join(model_dir(), INSTALLED_PG)}); or pass --checkpoint DIR "
+          "with a model trained by `train.py --config=configs/realnoise.py`.")
+
+
 def how_to_get_weights() -> str:
   """What to tell a user who has no weights."""
   return ("no N³Net weights found. Download the authors' checkpoint for σ=25 (or 50, 70), "

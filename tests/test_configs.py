@@ -44,7 +44,7 @@ def test_the_full_config_builds_the_paper_model():
 def test_shipped_configs_resolve_by_name(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # outside the checkout
   shipped = os.path.join(configs.CONFIG_DIR, "denoise.py")
-  assert configs.available() == ["denoise", "nlrn", "sisr", "vdsr"]
+  assert configs.available() == ["denoise", "nlrn", "realnoise", "sisr", "vdsr"]
   for arg in ("denoise", "denoise.py", "configs/denoise.py"):
     assert configs.resolve_config_arg(arg + ":smoke") == shipped + ":smoke"
   assert configs.resolve_config_arg("nonsense.py") == "nonsense.py"
@@ -54,3 +54,40 @@ def test_shipped_configs_resolve_by_name(tmp_path, monkeypatch):
   assert configs.resolve_config_arg("denoise.py") == "denoise.py"  # an existing file wins
   assert configs.resolve_config_flags(["prog", "--config", "vdsr", "--workdir=w"]) == [
       "prog", "--config", os.path.join(configs.CONFIG_DIR, "vdsr.py"), "--workdir=w"]
+
+
+def test_realnoise_config_carries_the_release_protocol():
+  from n3jax.configs import realnoise
+  from n3jax.data.poisson_gaussian import RealNoiseProtocol
+  from n3jax.train.config_check import ConfigError, validate_config
+  config = realnoise.get_config()
+  validate_config(config)
+  assert RealNoiseProtocol.from_config(config.noise) == RealNoiseProtocol()
+  assert (config.noise.log10_a_range, config.noise.log10_b_offset,
+          config.noise.train_power_range, config.noise.train_scale_range,
+          config.noise.test_power, config.noise.test_scales, config.noise.clip) == (
+              (-4.0, -1.0), -2.3, (1.25, 10.0), (0.25, 1.0), 2.5, (0.5, 1.0), True)
+  assert (config.val_a, config.val_b) == (0.01, 0.0001)  # the release's testnlf
+  assert (0.01, 0.0001) in config.eval_levels
+  # The release's network (args.pkl) is the registered default.
+  model = create_model(config.model.name, **config.model.kwargs)
+  assert (model.num_dncnns, model.depth, model.features, model.interm_channels,
+          model.embed_channels, model.k, model.patch_size, model.stride) == (
+              3, 9, 128, 32, 8, 3, 10, 5)
+  assert (config.crop_size, config.batch_size, config.num_epochs) == (80, 32, 50)
+  baseline = realnoise.get_config("dncnn")
+  assert baseline.model.name == "dncnn_pg"
+  for arg in ("smoke", "dncnn,smoke"):
+    smoke = realnoise.get_config(arg)
+    validate_config(smoke)
+    assert smoke.num_epochs * smoke.steps_per_epoch < 2000
+  for field, value, message in (("val_a", -1.0, "val_a/val_b"),
+                                ("eval_levels", ((0.01,),), "eval_levels"),
+                                ("noise.test_power", 0.0, "config.noise")):
+    bad = realnoise.get_config()
+    node, leaf = (bad.noise, "test_power") if "." in field else (bad, field)
+    node[leaf] = value
+    with pytest.raises(ConfigError, match=message):
+      validate_config(bad)
+  with pytest.raises(ValueError, match="choose one variant"):
+    realnoise.get_config("n3net,dncnn")

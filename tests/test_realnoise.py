@@ -226,3 +226,121 @@ def test_converter_cli_writes_a_realnoise_model(tmp_path, monkeypatch):
   assert meta["model_name"] == "n3net_pg" and meta["task"] == "realnoise"
   assert (model.num_dncnns, model.depth, model.features) == (2, 3, 8)
   assert main([str(path), "--out", str(tmp_path / "x"), "--sigma", "25"]) == 1
+
+
+def test_corrupt_batch_keys_examples_by_their_global_index():
+  from n3jax.train.step import corrupt_batch
+  clean = jax.random.uniform(jax.random.PRNGKey(0), (4, 8, 8, 1))
+  key = jax.random.PRNGKey(5)
+  fn = lambda x, k: pg.corrupt_for_training(x, k, protocol=PROTOCOL)  # noqa: E731
+  whole = corrupt_batch(clean, fn, key, 0)
+  halves = [corrupt_batch(clean[:2], fn, key, 0), corrupt_batch(clean[2:], fn, key, 2)]
+  for i in range(2):
+    np.testing.assert_array_equal(np.asarray(whole[i]),
+                                  np.concatenate([np.asarray(h[i]) for h in halves]))
+
+
+def _tiny_realnoise_config(root, steps, *, model="n3net_pg"):
+  import os
+  from n3jax.configs.realnoise import get_config
+  config = get_config("smoke" if model == "n3net_pg" else "dncnn,smoke")
+  config.model.kwargs = ({"num_dncnns": 2, "depth": 3, "features": 8, "interm_channels": 2,
+                          "embed_channels": 2, "k": 2, "embed_features": 8, "embed_depth": 2,
+                          "window": 5, "bn_momentum": 0.1} if model == "n3net_pg" else
+                         {"depth": 3, "features": 8})
+  config.data_root = root
+  config.tfds_dir = os.path.join(root, "_tfds")
+  config.train_set = "train400"
+  config.crop_size = 24
+  config.batch_size = 4
+  config.steps_per_epoch = steps
+  config.num_epochs = 1
+  config.num_train_steps = steps
+  config.log_every = 1
+  config.checkpoint_every = 1
+  config.val_every = steps
+  config.progress = False
+  return config
+
+
+@pytest.fixture(scope="module")
+def realnoise_run(tmp_path_factory):
+  """A 4-step real-noise run, and the same run stopped after 2 steps and resumed."""
+  from tests.helpers.tiny_config import make_fake_data_root
+  from n3jax.train.loop import train_and_evaluate
+  root = make_fake_data_root(str(tmp_path_factory.mktemp("data")))
+  work = tmp_path_factory.mktemp("runs")
+  straight = train_and_evaluate(_tiny_realnoise_config(root, 4), str(work / "straight"))
+  train_and_evaluate(_tiny_realnoise_config(root, 2), str(work / "resumed"))
+  resumed = train_and_evaluate(_tiny_realnoise_config(root, 4), str(work / "resumed"))
+  return root, work, straight, resumed
+
+
+def test_realnoise_training_resumes_exactly_and_validates(realnoise_run):
+  from n3jax.checkpoint import load_model
+  root, work, straight, resumed = realnoise_run
+  assert resumed["start_step"] == 2
+  for step in (2, 3):  # the steps after the resume (0-based)
+    assert resumed["train_loss"][step] == straight["train_loss"][step]
+  val = straight["val"][4]
+  # The noisy input at the release's test level is far from clean, and finite.
+  assert 15 < val["val_input_psnr"] < 45 and np.isfinite(val["val_psnr"])
+  model, _, meta = load_model(work / "straight" / "model")
+  assert meta["task"] == "realnoise" and meta["noise"] == "poisson_gaussian"
+  assert meta["model_name"] == "n3net_pg" and meta["noise_protocol"]["test_power"] == 2.5
+
+
+def test_realnoise_eval_reports_every_level_deterministically(realnoise_run, tmp_path):
+  import json
+  from n3jax.checkpoint import load_model
+  from n3jax.evaluate.realnoise import evaluate_realnoise
+  root, work, _, _ = realnoise_run
+  model, variables, meta = load_model(work / "straight" / "model")
+  levels = ((0.001, 1e-5), (0.05, 5e-4))
+  kw = dict(levels=levels, datasets=["set12"], data_root=root, seed=0, progress=False,
+            run_info={"checkpoint_metadata": meta})
+  first = evaluate_realnoise(model, variables, output_dir=str(tmp_path / "a"), **kw)
+  again = evaluate_realnoise(model, variables, **kw)
+  entries = first["datasets"]["set12"]
+  assert list(entries) == ["a=0.001,b=1e-05", "a=0.05,b=0.0005"]
+  assert entries["a=0.05,b=0.0005"]["mean_noisy_psnr"] < entries["a=0.001,b=1e-05"][
+      "mean_noisy_psnr"] - 5  # more noise at the higher level
+  for name, e in entries.items():
+    assert e["num_done"] == 2
+    assert e["mean_psnr"] == again["datasets"]["set12"][name]["mean_psnr"]
+  on_disk = json.loads((tmp_path / "a" / "results.json").read_text())
+  assert on_disk["levels"] == [[0.001, 1e-5], [0.05, 5e-4]] and on_disk["task"] == "realnoise"
+  md = (tmp_path / "a" / "results.md").read_text()
+  assert md.count("| set12 |") == 2 and "noisy input PSNR" in md
+
+
+def test_denoise_cli_pg(realnoise_run, tmp_path, capsys):
+  from PIL import Image
+  from n3jax.denoise import main
+  root, work, _, _ = realnoise_run
+  src = tmp_path / "photo.png"
+  rng = np.random.default_rng(0)
+  Image.fromarray((rng.random((40, 44)) * 255).astype(np.uint8)).save(src)
+  model = str(work / "straight" / "model")
+  assert main([str(src), "--noise", "pg", "--a", "0.01", "--b", "0.0001",
+               "--checkpoint", model, "--no-progress"]) == 0
+  out = np.asarray(Image.open(tmp_path / "photo_denoised.png"))
+  assert out.shape == (40, 44) and out.dtype == np.uint8
+  assert "Poisson-Gaussian a=0.01, b=0.0001" in capsys.readouterr().out
+  for argv, message in ((["--noise", "pg", "--a", "0.01"], "needs the noise parameters"),
+                        (["--noise", "pg", "--a", "0.01", "--b", "0", "--sigma", "25"],
+                         "--sigma is for Gaussian"),
+                        (["--a", "0.01", "--b", "0"], "add --noise pg"),
+                        (["--noise", "pg", "--a", "-1", "--b", "0"], "must be a finite")):
+    with pytest.raises(SystemExit):
+      main([str(src), "--checkpoint", model] + argv)
+    assert message in capsys.readouterr().err
+  # A model of another task is refused, naming it.
+  from n3jax.checkpoint import save_model
+  gauss = tmp_path / "gauss"
+  net = create_model("dncnn17", depth=3, features=4)
+  save_model(str(gauss), net.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1))),
+             name="dncnn17", kwargs={"depth": 3, "features": 4}, metadata={"sigma": 25})
+  assert main([str(src), "--noise", "pg", "--a", "0.01", "--b", "0", "--checkpoint",
+               str(gauss), "--overwrite"]) == 2
+  assert "not a Poisson-Gaussian one" in capsys.readouterr().err

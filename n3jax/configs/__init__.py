@@ -1,7 +1,8 @@
 """Experiment configs (``ml_collections``), shipped inside the package.
 
 One file per experiment: ``denoise.py`` (Gaussian denoising, paper Tables 1 and 3),
-``sisr.py`` and ``vdsr.py`` (super-resolution, Table 5); each takes ``:smoke``. In a
+``realnoise.py`` (Poisson-Gaussian noise, Sec. 5.3), ``sisr.py`` and ``vdsr.py``
+(super-resolution, Table 5), ``nlrn.py`` (NLRN); each takes ``:smoke``. In a
 checkout ``configs/`` points here, so ``--config=configs/denoise.py`` is a path; after
 ``pip install`` the entry points also accept the bare name, ``--config=denoise.py:smoke``
 (see :func:`resolve_config_arg`).

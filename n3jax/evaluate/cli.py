@@ -6,6 +6,7 @@ benchmark sets and write OUTPUT/results.json and OUTPUT/results.md.
   python eval.py --config=configs/sisr.py --checkpoint=DIR \
       --datasets=set5,set14,bsd100,urban100 --output=OUTDIR
   python eval.py --config=configs/sisr.py --checkpoint=bicubic --output=OUTDIR  # baseline
+  python eval.py --config=configs/realnoise.py --checkpoint=DIR --output=OUTDIR
 """
 
 import json
@@ -23,11 +24,14 @@ from n3jax.checkpoint import load_model, read_model_name
 from n3jax.nn.precision import compute_dtype
 from n3jax.nn import model_fields
 from n3jax.evaluate import sisr
+from n3jax.data.poisson_gaussian import RealNoiseProtocol
 from n3jax.evaluate.denoise import evaluate_denoising
+from n3jax.evaluate.realnoise import evaluate_realnoise
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiment config file, or the name of a "
-                                "shipped one (denoise.py, sisr.py, vdsr.py), with :ARG",
+                                "shipped one (denoise.py, sisr.py, vdsr.py, nlrn.py, "
+                                "realnoise.py), with :ARG",
                                 lock_config=True)
 flags.DEFINE_string("checkpoint", None, "n3jax model directory (see python -m n3jax.convert); "
                     "with an SR config, 'bicubic' evaluates bicubic upsampling")
@@ -76,6 +80,17 @@ def main(argv: Sequence[str]) -> int:
     sisr.evaluate_sr(model, variables, datasets=datasets, scales=list(config.scales),
                      data_root=config.data_root or None, output_dir=FLAGS.output,
                      run_info=run_info, overwrite=FLAGS.overwrite)
+    print(open(os.path.join(FLAGS.output, "results.md")).read())
+    return 0
+  if (task == "realnoise") != (meta.get("task") == "realnoise"):
+    raise ValueError(f"{FLAGS.checkpoint} holds a model for task {meta.get('task', 'denoise')!r}"
+                     f" but the config evaluates {task!r}")
+  if task == "realnoise":
+    evaluate_realnoise(
+        model, variables, levels=config.eval_levels, datasets=datasets,
+        data_root=config.data_root or None, seed=config.seed,
+        protocol=RealNoiseProtocol.from_config(config.noise), output_dir=FLAGS.output,
+        run_info=run_info, overwrite=FLAGS.overwrite)
     print(open(os.path.join(FLAGS.output, "results.md")).read())
     return 0
   if meta.get("sigma") is not None and float(meta["sigma"]) != float(config.sigma):

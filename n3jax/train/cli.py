@@ -23,7 +23,8 @@ from n3jax.entry import run_app
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiment config file, or the name of a "
-                                "shipped one (denoise.py, sisr.py, vdsr.py), with :ARG",
+                                "shipped one (denoise.py, sisr.py, vdsr.py, nlrn.py, "
+                                "realnoise.py), with :ARG",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and the final model")
 flags.mark_flags_as_required(["config", "workdir"])

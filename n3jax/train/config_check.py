@@ -16,7 +16,9 @@ import ml_collections
 from n3jax.data.noise import check_sigma
 from n3jax.nn import model_fields
 from n3jax.nn.precision import compute_dtype
+from n3jax.data.poisson_gaussian import RealNoiseProtocol, check_noise_levels
 from n3jax.evaluate.denoise import PROTOCOLS
+from n3jax.evaluate.realnoise import check_levels
 from n3jax.train.optim import SCHEDULES
 from n3jax.train.step import LOSSES
 
@@ -132,6 +134,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if odd:
       raise ConfigError(f"config.crop_size={config.crop_size} is not divisible by the "
                         f"scales {odd}")
+  elif task == "realnoise":
+    try:
+      RealNoiseProtocol.from_config(config.noise)
+    except (ValueError, TypeError) as e:
+      raise ConfigError(f"config.noise: {e}") from None
+    try:
+      check_noise_levels(config.val_a, config.val_b)
+      check_levels(config.eval_levels, name="config.eval_levels")
+    except ValueError as e:
+      raise ConfigError(f"config.val_a/val_b: {e}" if "eval_levels" not in str(e) else str(e)
+                        ) from None
   else:
     try:
       check_sigma(config.sigma, name="config.sigma")

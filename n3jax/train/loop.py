@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -35,11 +36,13 @@ from tqdm.auto import tqdm
 
 from n3jax import checkpoint as model_io
 from n3jax.data import pipeline
+from n3jax.data import poisson_gaussian
 from n3jax.data.images import default_data_root, load_denoising_set, load_sr_set
 from n3jax.data.records import BUILTIN_VALIDATION, _builtin_image, image_data_source
 from n3jax.evaluate import metrics as metrics_lib
 from n3jax.evaluate import sisr
 from n3jax.evaluate.denoise import image_key, make_denoise_fn
+from n3jax.evaluate.realnoise import make_realnoise_fn
 from n3jax.nn import create_model, model_fields
 from n3jax.nn.precision import compute_dtype
 from n3jax.train import checkpoints, optim
@@ -51,7 +54,7 @@ from n3jax.train.summaries import SummaryWriter
 log = logging.getLogger(__name__)
 
 MODEL_DIR = "model"
-TASKS = ("denoise", "sisr")
+TASKS = ("denoise", "sisr", "realnoise")
 # Steps dispatched but not finished. Without a bound the host queues hundreds of steps
 # (dispatch is asynchronous), and a SIGTERM waits for all of them before the save.
 MAX_STEPS_IN_FLIGHT = 2
@@ -153,17 +156,20 @@ def validate(denoise_fn, variables: Mapping[str, Any], images, seed: int, *,
              stop: Callable[[], bool] = lambda: False) -> Optional[Dict[str, float]]:
   """Mean PSNR/SSIM (and noisy PSNR) of ``denoise_fn`` over ``images``, as eval.py computes them.
 
+  ``denoise_fn(variables, clean, key)`` gives ``(pred, noisy_psnr, psnr)``, or with a
+  fourth value the target that ``pred`` is compared with (default: ``clean``).
   ``None`` when ``stop()`` turned true between two images (a signal: no time to finish).
   """
   psnrs, ssims, noisy = [], [], []
   for name, clean in sorted(images, key=lambda t: (t[1].shape, t[0])):  # one compile per shape
     if stop():
       return None
-    pred, noisy_psnr, psnr = denoise_fn(variables, jnp.asarray(clean), image_key(seed, name))
-    pred = np.asarray(pred)
+    out = denoise_fn(variables, jnp.asarray(clean), image_key(seed, name))
+    pred, noisy_psnr, psnr = np.asarray(out[0]), out[1], out[2]
+    target = np.asarray(out[3]) if len(out) > 3 else clean
     psnrs.append(float(psnr))
     noisy.append(float(noisy_psnr))
-    ssims.append(metrics_lib.ssim(pred, clean) if np.isfinite(pred).all() else float("nan"))
+    ssims.append(metrics_lib.ssim(pred, target) if np.isfinite(pred).all() else float("nan"))
   return {"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims)),
           "val_input_psnr": float(np.mean(noisy)), "val_images": len(images)}
 
@@ -220,6 +226,16 @@ def _init_variables(config) -> Optional[Dict[str, Any]]:
   return variables
 
 
+def _task_metadata(config, task: str) -> Dict[str, Any]:
+  """What an exported model says about its task: SR scales, σ, or the real-noise protocol."""
+  if task == "sisr":
+    return {"scales": list(config.scales)}
+  if task == "realnoise":
+    return {"noise": "poisson_gaussian", "noise_protocol": config.noise.to_dict(),
+            "val_a": config.val_a, "val_b": config.val_b}
+  return {"sigma": config.sigma}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains ``config.model`` for ``config.num_train_steps`` steps in ``workdir`` (resuming).
 
@@ -271,8 +287,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   else:
     val_images = _validation_images(config, root)
 
-  # SR models see the luminance only; the records hold RGB to compute it from.
-  model_channels = 1 if task == "sisr" else config.channels
+  # SR models see the luminance only; the records hold RGB to compute it from. Real-noise
+  # models see the noisy image and its noise map.
+  model_channels = {"sisr": 1, "realnoise": config.channels + poisson_gaussian.NOISE_MAP_CHANNELS
+                    }.get(task, config.channels)
   # BatchNorm statistics are averaged over all devices (models without BN ignore this).
   sync_bn = {"bn_axis_name": AXIS} if "bn_axis_name" in model_fields(config.model.name) else {}
   precision = {"dtype": compute_dtype(config.get("dtype", "float32"))}
@@ -297,6 +315,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     run_validation = lambda variables, stop: validate_sr(  # noqa: E731
         sr_fn, variables, val_images, stop=stop)
     p_step = make_p_train_step(model, None, loss_fn=loss_fn)
+  elif task == "realnoise":
+    protocol = poisson_gaussian.RealNoiseProtocol.from_config(config.noise)
+    realnoise_fn = make_realnoise_fn(eval_model, protocol=protocol)
+    run_validation = lambda variables, stop: validate(  # noqa: E731
+        lambda v, clean, key: realnoise_fn(v, clean, key, config.val_a, config.val_b),
+        variables, val_images, config.seed, stop=stop)
+    p_step = make_p_train_step(model, None, loss_fn=loss_fn, corrupt=functools.partial(
+        poisson_gaussian.corrupt_for_training, protocol=protocol))
   else:
     denoise_fn = make_denoise_fn(eval_model, config.sigma)
     run_validation = lambda variables, stop: validate(  # noqa: E731
@@ -414,8 +440,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   model_io.save_model(os.path.join(workdir, MODEL_DIR),
                       {"params": final.params, "batch_stats": final.batch_stats},
                       name=config.model.name, kwargs=dict(config.model.kwargs), overwrite=True,
-                      metadata={**({"scales": list(config.scales)} if task == "sisr" else
-                                   {"sigma": config.sigma}),
+                      metadata={**_task_metadata(config, task),
                                 "task": task, "step": int(final.step),
                                 "train_set": train_set, **({"val_psnr": last_val["val_psnr"]}
                                                            if last_val else {})})

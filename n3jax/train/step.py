@@ -74,18 +74,35 @@ def add_training_noise(clean: jax.Array, sigma: float, step_key: jax.Array,
   return clean + (sigma / PIXEL_SCALE) * noise
 
 
+# One example's corruption: ``(clean [H, W, C], key) -> (input [H, W, C'], target [H, W, C])``.
+Corruption = Callable[[jax.Array, jax.Array], Tuple[jax.Array, jax.Array]]
+
+
+def corrupt_batch(clean: jax.Array, corrupt: Corruption, step_key: jax.Array,
+                  first_example: jax.Array) -> Tuple[jax.Array, jax.Array]:
+  """``(inputs, targets)`` of ``clean [b, H, W, C]``, example ``i`` corrupted with the key
+  of its global index ``first_example + i`` (as :func:`add_training_noise` keys noise)."""
+  noise_key = jax.random.fold_in(step_key, _NOISE)
+  index = first_example + jnp.arange(clean.shape[0])
+  return jax.vmap(lambda x, i: corrupt(x, jax.random.fold_in(noise_key, i)))(clean, index)
+
+
 def train_step(state: TrainState, batch: Union[jax.Array, Mapping[str, jax.Array]], *,
                model: nn.Module, sigma: Optional[float],
-               loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = denoising_loss
+               loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = denoising_loss,
+               corrupt: Optional[Corruption] = None
                ) -> Tuple[TrainState, Dict[str, jax.Array]]:
   """One step on this device's part of the batch; call inside ``pmap(axis_name=AXIS)``.
 
   Args:
     batch: denoising: the clean images ``[b, H, W, C]`` (Gaussian noise of std ``sigma`` on
-      the 0-255 scale is added here, keyed by each example's global index); restoration
-      from given inputs (super-resolution): ``{"input", "target"}``, both ``[b, H, W, C]``
+      the 0-255 scale is added here, keyed by each example's global index; or, with
+      ``corrupt``, each example becomes ``corrupt(clean, key)``, e.g. real noise,
+      :func:`n3jax.data.poisson_gaussian.corrupt_for_training`); restoration from given
+      inputs (super-resolution): ``{"input", "target"}``, both ``[b, H, W, C]``
       (``sigma`` must be ``None``; other keys are ignored).
     loss_fn: per-image loss ``(pred, target) -> [b]`` (:func:`make_loss`), averaged.
+    corrupt: see ``batch`` (``sigma`` must then be ``None``).
 
   Gradients, BatchNorm statistics (synchronized in the model through ``bn_axis_name``) and
   metrics are averaged over all devices.
@@ -96,9 +113,13 @@ def train_step(state: TrainState, batch: Union[jax.Array, Mapping[str, jax.Array
   device = jax.lax.axis_index(AXIS)
   step_key = jax.random.fold_in(state.key, state.step)
   if isinstance(batch, Mapping):
-    if sigma is not None:
-      raise ValueError("a batch of (input, target) pairs takes sigma=None")
+    if sigma is not None or corrupt is not None:
+      raise ValueError("a batch of (input, target) pairs takes sigma=None, corrupt=None")
     inputs, target = batch["input"], batch["target"]
+  elif corrupt is not None:
+    if sigma is not None:
+      raise ValueError("corrupt replaces the Gaussian noise: pass sigma=None")
+    inputs, target = corrupt_batch(batch, corrupt, step_key, device * batch.shape[0])
   else:
     if sigma is None:
       raise ValueError("a batch of clean images needs the noise level sigma")
@@ -120,16 +141,21 @@ def train_step(state: TrainState, batch: Union[jax.Array, Mapping[str, jax.Array
     mse = jnp.mean(jnp.square(x - target), axis=(1, 2, 3))
     return jnp.mean(-10.0 * jnp.log10(jnp.maximum(mse, MIN_MSE)))
 
-  metrics = {"loss": loss, "psnr": psnr(pred.astype(jnp.float32)), "input_psnr": psnr(inputs)}
+  # The input's image channels (a noise map, when there is one, follows them).
+  metrics = {"loss": loss, "psnr": psnr(pred.astype(jnp.float32)),
+             "input_psnr": psnr(inputs[..., :target.shape[-1]])}
   metrics = jax.lax.pmean(metrics, AXIS)
   return new_state, metrics
 
 
 def make_p_train_step(model: nn.Module, sigma: Optional[float], *,
-                      loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = denoising_loss):
+                      loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = denoising_loss,
+                      corrupt: Optional[Corruption] = None):
   """``train_step`` partialled and ``pmap``-ed over the local devices, state donated.
 
-  ``sigma``: the denoising noise level, or ``None`` for batches of (input, target) pairs.
+  ``sigma``: the denoising noise level, or ``None`` for batches of (input, target) pairs
+  or with ``corrupt`` (see :func:`train_step`).
   """
-  return jax.pmap(functools.partial(train_step, model=model, sigma=sigma, loss_fn=loss_fn),
+  return jax.pmap(functools.partial(train_step, model=model, sigma=sigma, loss_fn=loss_fn,
+                                    corrupt=corrupt),
                   axis_name=AXIS, donate_argnums=(0,))

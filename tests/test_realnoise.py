@@ -344,3 +344,13 @@ def test_denoise_cli_pg(realnoise_run, tmp_path, capsys):
   assert main([str(src), "--noise", "pg", "--a", "0.01", "--b", "0", "--checkpoint",
                str(gauss), "--overwrite"]) == 2
   assert "not a Poisson-Gaussian one" in capsys.readouterr().err
+
+
+def test_release_training_set_refuses_a_silent_subset(tmp_path):
+  from n3jax.data.records import source_items
+  for folder in ("BSDS500/train", "BSDS500/test"):
+    (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / folder / "1.jpg").write_bytes(b"")
+  assert len(source_items("bsds400", str(tmp_path))) == 2
+  with pytest.raises(FileNotFoundError, match="nothing matches DIV2K/DIV2K_train_HR"):
+    source_items("bsds400_div2k_waterloo", str(tmp_path))

@@ -52,6 +52,14 @@ TRAINING_SETS: Dict[str, TrainingSet] = {
     # The 291 images of the VDSR/N³Net SISR protocol: T91 (90 distinct files) + BSDS500 train.
     "t91_bsds200": TrainingSet(("T91/*.bmp", "BSDS500/train/*.jpg"),
                                "T91 + BSDS500 train (290 images)"),
+    # The real-noise release's training data (paper Sec. 5.3): BSDS500 train+test, DIV2K
+    # train (800 HR images) and the release's 3,793-image train split of the Waterloo
+    # Exploration Database's pristine images.
+    "div2k": TrainingSet(("DIV2K/DIV2K_train_HR/*.png",), "DIV2K train, 800 HR images"),
+    "bsds400_div2k_waterloo": TrainingSet(
+        ("BSDS500/train/*.jpg", "BSDS500/test/*.jpg", "DIV2K/DIV2K_train_HR/*.png",
+         "Waterloo/pristine_images/train/*.bmp"),
+        "BSDS500 train+test, DIV2K train, Waterloo train (4,993 images)"),
     # Photos bundled with scikit-image: the fallback when no data root exists.
     "builtin": TrainingSet((), "scikit-image sample photos (no download)", builtin=(
         "astronaut", "coffee", "chelsea", "rocket", "coins", "page", "clock",
@@ -107,10 +115,15 @@ def source_items(name: str, root: Optional[str]) -> List[Tuple[str, str]]:
   if root is None:
     raise FileNotFoundError(f"training set {name!r} needs a data root: set $N3JAX_DATA_ROOT or "
                             "config.data_root (see README, 'Data'), or train on 'builtin'")
-  files = sorted(f for g in spec.globs for f in glob.glob(os.path.join(root, g)))
-  if not files:
-    raise FileNotFoundError(f"no files for training set {name!r} under {root} "
-                            f"(looked for {', '.join(spec.globs)})")
+  files = []
+  for pattern in spec.globs:  # every part of a set must be there: no silent subsets
+    found = glob.glob(os.path.join(root, pattern))
+    if not found:
+      raise FileNotFoundError(f"no files for training set {name!r} under {root}: nothing "
+                              f"matches {pattern} (the set is {', '.join(spec.globs)}; "
+                              "see README, 'Data')")
+    files += found
+  files = sorted(set(files))
   return [(os.path.relpath(f, root), f) for f in files]
 
 

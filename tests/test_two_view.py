@@ -1,0 +1,88 @@
+"""The synthetic two-view benchmark and the epipolar ops (paper Sec. 5.5's geometry)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from n3jax.data.two_view import TwoViewSpec, make_batch, make_pair, rotation_from_axis_angle
+from n3jax.ops import epipolar
+
+SMALL = TwoViewSpec(num_points=400, split_sizes=(10, 3, 3))
+
+
+def test_pairs_are_a_pure_function_of_seed_split_and_index():
+  a = make_pair(2, split="val", seed=5, spec=SMALL)
+  b = make_pair(2, split="val", seed=5, spec=SMALL)
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key])
+  other = [make_pair(2, split="test", seed=5, spec=SMALL), make_pair(1, split="val", seed=5,
+                                                                     spec=SMALL),
+           make_pair(2, split="val", seed=6, spec=SMALL)]
+  for o in other:
+    assert not np.array_equal(o["xs"], a["xs"])
+  with pytest.raises(IndexError, match="val has 3 pairs"):
+    make_pair(3, split="val", spec=SMALL)
+  with pytest.raises(ValueError, match="split"):
+    make_pair(0, split="training", spec=SMALL)
+
+
+def test_labels_follow_the_epipolar_constraint():
+  spec = TwoViewSpec(num_points=2000, outlier_ratio=0.4, split_sizes=(5, 1, 1))
+  for i in range(3):
+    p = make_pair(i, spec=spec)
+    assert p["xs"].shape == (2000, 4) and p["is_outlier"].sum() == 800
+    inliers, outliers = ~p["is_outlier"], p["is_outlier"]
+    # With 1 px of noise the true matches stay within the threshold; random pairs mostly not.
+    assert p["label"][inliers].mean() > 0.97
+    assert p["label"][outliers].mean() < 0.05
+    # Without noise the true matches satisfy x2ᵀ E x1 = 0 to float precision.
+    exact = make_pair(i, spec=TwoViewSpec(num_points=2000, outlier_ratio=0.4, pixel_noise=0.0,
+                                          split_sizes=(5, 1, 1)))
+    d = np.asarray(epipolar.symmetric_epipolar_distance(jnp.asarray(exact["xs"]),
+                                                        jnp.asarray(exact["E"], jnp.float32)))
+    assert d[~exact["is_outlier"]].max() < 1e-9
+    np.testing.assert_allclose(exact["R"] @ exact["R"].T, np.eye(3), atol=1e-12)
+    assert np.linalg.norm(exact["E"]) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_eight_point_recovers_the_essential_matrix_from_noise_free_inliers():
+  spec = TwoViewSpec(num_points=500, pixel_noise=0.0, split_sizes=(4, 1, 1))
+  batch = make_batch(range(4), spec=spec)
+  outlier = np.stack([make_pair(i, spec=spec)["is_outlier"] for i in range(4)])
+  xs, truth = jnp.asarray(batch["xs"]), jnp.asarray(batch["E"], jnp.float32)
+  estimate = epipolar.weighted_eight_point(xs, jnp.asarray(~outlier, jnp.float32))
+  assert float(jnp.max(epipolar.essential_distance(estimate, truth))) < 1e-6
+  # Uniform weights over inliers and outliers do not find it: the weights matter.
+  uniform = epipolar.weighted_eight_point(xs, jnp.ones(outlier.shape))
+  assert float(jnp.min(epipolar.essential_distance(uniform, truth))) > 1e-2
+  # Exactly eight noise-free inliers are enough.
+  idx = np.flatnonzero(~outlier[0])[:8]
+  eight = epipolar.weighted_eight_point(xs[0, idx], jnp.ones(8))
+  assert float(epipolar.essential_distance(eight, truth[0])) < 1e-4
+
+
+def test_eight_point_is_differentiable_in_the_weights():
+  spec = TwoViewSpec(num_points=200, pixel_noise=0.5, split_sizes=(1, 1, 1))
+  p = make_pair(0, spec=spec)
+  xs, truth = jnp.asarray(p["xs"]), jnp.asarray(p["E"], jnp.float32)
+  logits = jnp.zeros(200)
+  loss = lambda z: epipolar.essential_distance(  # noqa: E731
+      epipolar.weighted_eight_point(xs, jax.nn.sigmoid(z)), truth)
+  g = jax.grad(loss)(logits)
+  assert bool(jnp.all(jnp.isfinite(g)))
+  # One gradient step on the weights lowers the essential-matrix loss.
+  assert float(loss(logits - 50.0 * g)) < float(loss(logits))
+  # The loss is blind to the sign of E.
+  assert float(epipolar.essential_distance(-truth, truth)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_essential_from_pose_and_skew():
+  r = jnp.asarray(rotation_from_axis_angle(np.array([0, 0, 1.0]), 0.3), jnp.float32)
+  t = jnp.asarray([0.2, -0.1, 1.0])
+  v = jnp.asarray([0.5, 2.0, -1.0])
+  np.testing.assert_allclose(np.asarray(epipolar.skew(t) @ v), np.cross(t, v), atol=1e-6)
+  e = epipolar.essential_from_pose(r, t)
+  assert float(jnp.linalg.norm(e)) == pytest.approx(1.0, rel=1e-6)
+  sv = np.linalg.svd(np.asarray(e), compute_uv=False)  # an essential matrix: (s, s, 0)
+  assert sv[0] == pytest.approx(sv[1], rel=1e-5) and sv[2] < 1e-6

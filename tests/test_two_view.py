@@ -86,3 +86,25 @@ def test_essential_from_pose_and_skew():
   assert float(jnp.linalg.norm(e)) == pytest.approx(1.0, rel=1e-6)
   sv = np.linalg.svd(np.asarray(e), compute_uv=False)  # an essential matrix: (s, s, 0)
   assert sv[0] == pytest.approx(sv[1], rel=1e-5) and sv[2] < 1e-6
+
+
+def test_pose_is_recovered_from_the_true_essential_matrix_and_scored():
+  from n3jax.evaluate.pose import pose_errors, pose_map, recover_pose
+  spec = TwoViewSpec(num_points=300, pixel_noise=0.0, split_sizes=(6, 1, 1))
+  for i in range(6):
+    p = make_pair(i, spec=spec)
+    r, t = recover_pose(p["E"], p["xs"], ~p["is_outlier"])
+    err_r, err_t = pose_errors(r, t, p["R"], p["t"])
+    assert err_r < 1e-3 and err_t < 1e-3  # degrees: the cheirality test picks the true pose
+    # A wrong candidate (the twisted pair) is far off.
+    assert pose_errors(r.T, t, p["R"], p["t"])[0] > 1 or np.allclose(p["R"], np.eye(3))
+  scores = pose_map([(1, 2), (7, 3), (30, 1), (float("nan"), 0)])
+  assert scores == {"map5": 0.25, "map10": 0.375, "map20": 0.4375}
+
+
+def test_classification_scores():
+  from n3jax.evaluate.pose import classification_scores
+  s = classification_scores(np.array([1.0, -1, 2, -3, 0.5]), np.array([1, 1, 0, 0, 1]))
+  assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
+  assert s["f1"] == pytest.approx(2 / 3)
+  assert classification_scores(np.array([-1.0]), np.array([0]))["f1"] == 0.0

@@ -128,10 +128,9 @@ def _run(args: argparse.Namespace) -> int:
     model, variables, _ = load_model(installed)
     method = f"N³Net ({installed})"
   elif (official := pretrained.official_files(args.pretrained_dir).get(args.sigma)):
-    from n3jax.convert import convert_official
-    from n3jax.nn import create_model
-    variables, _ = convert_official(official)
-    model, method = create_model("n3net"), f"N³Net (official weights {os.path.basename(official)})"
+    from n3jax.convert import load_official
+    model, variables, _ = load_official(official, task="denoise")
+    method = f"N³Net (official weights {os.path.basename(official)})"
   else:
     print(f"No N³Net weights for σ={args.sigma:g}: {pretrained.how_to_get_weights()}\n"
           "Running the training-free soft-kNN patch denoiser from n3jax.ops instead.")

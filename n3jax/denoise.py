@@ -60,6 +60,9 @@ class Models:
     if checkpoint:
       from n3jax.checkpoint import load_model
       model, variables, meta = load_model(checkpoint)
+      if meta.get("task") == "realnoise":
+        raise ValueError(f"{checkpoint} is a Poisson-Gaussian (real-noise) model: use "
+                         "--noise pg --a A --b B")
       sigma = float(meta.get("sigma") or 0.0)
       self._loaded[sigma] = (model, variables)
       self.sources[sigma] = ("checkpoint", checkpoint)
@@ -76,10 +79,9 @@ class Models:
     if sigma not in self._loaded:
       kind, path = self.sources[sigma]
       if kind == "official":
-        from n3jax.convert import convert_official
-        from n3jax.nn import create_model
-        variables, _ = convert_official(path)
-        self._loaded[sigma] = (create_model("n3net"), variables)
+        from n3jax.convert import load_official
+        model, variables, _ = load_official(path, task="denoise")
+        self._loaded[sigma] = (model, variables)
       else:
         from n3jax.checkpoint import load_model
         model, variables, _ = load_model(path)

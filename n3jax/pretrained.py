@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from n3jax.data.images import env_or_shared
 
@@ -49,22 +49,30 @@ OFFICIAL_PG_URL = (OFFICIAL_REPO + "/raw/master/results_poissongaussian_denoisin
                    "pretrained/checkpoint/051_ckpt.t7")
 
 
-def installed_realnoise(directory: Optional[str] = None) -> Optional[str]:
-  """The installed Poisson-Gaussian model folder (``n3net-pg``, or the first model folder
-  whose ``model.json`` says ``"task": "realnoise"``), or ``None``."""
-  directory = directory or model_dir()
+def _model_folders(directory: str) -> List[Tuple[str, Dict[str, Any]]]:
+  """``[(folder, metadata)]`` of the model folders in ``directory``, sorted by name (folders
+  without a readable ``model.json`` are skipped)."""
+  found = []
   if not os.path.isdir(directory):
-    return None
-  names = sorted(os.listdir(directory), key=lambda n: (n != INSTALLED_PG, n))
-  for name in names:
+    return found
+  for name in sorted(os.listdir(directory)):
     try:
       with open(os.path.join(directory, name, "model.json")) as f:
         meta = json.load(f).get("metadata", {})
-      if meta.get("task") == "realnoise":
-        return os.path.join(directory, name)
+      if isinstance(meta, dict):
+        found.append((os.path.join(directory, name), meta))
     except (OSError, ValueError, AttributeError, TypeError):
       continue  # not a model folder
-  return None
+  return found
+
+
+def installed_realnoise(directory: Optional[str] = None) -> Optional[str]:
+  """The installed Poisson-Gaussian model folder (``n3net-pg``, or else the first model
+  folder whose ``model.json`` says ``"task": "realnoise"``), or ``None``."""
+  folders = [path for path, meta in _model_folders(directory or model_dir())
+             if meta.get("task") == "realnoise"]
+  folders.sort(key=lambda path: os.path.basename(path) != INSTALLED_PG)  # stable
+  return folders[0] if folders else None
 
 
 def installed_denoisers(directory: Optional[str] = None) -> Dict[float, str]:
@@ -73,19 +81,13 @@ def installed_denoisers(directory: Optional[str] = None) -> Dict[float, str]:
   A folder counts when its ``model.json`` says ``"sigma"`` in its metadata (converted
   official weights, or ``WORKDIR/model`` of a denoising run copied there).
   """
-  directory = directory or model_dir()
   found: Dict[float, str] = {}
-  if not os.path.isdir(directory):
-    return found
-  for name in sorted(os.listdir(directory)):
-    spec = os.path.join(directory, name, "model.json")
+  for path, meta in _model_folders(directory or model_dir()):
     try:
-      with open(spec) as f:
-        meta = json.load(f).get("metadata", {})
       if meta.get("task", "denoise") == "denoise" and meta.get("sigma") is not None:
-        found.setdefault(float(meta["sigma"]), os.path.join(directory, name))
-    except (OSError, ValueError, AttributeError, TypeError):
-      continue  # not a model folder
+        found.setdefault(float(meta["sigma"]), path)
+    except (ValueError, TypeError):
+      continue  # a malformed σ
   return found
 
 

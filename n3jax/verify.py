@@ -83,9 +83,8 @@ def trainstep_checks(fixture: Mapping[str, np.ndarray], weights: str, *, x64: bo
   import jax.numpy as jnp
   import optax
 
-  from n3jax.convert import convert_official
+  from n3jax.convert import load_official
   from n3jax.convert.n3net import key_mapping
-  from n3jax.nn import create_model
   from n3jax.train.optim import decay_mask
   from n3jax.train.step import denoising_loss
 
@@ -93,9 +92,8 @@ def trainstep_checks(fixture: Mapping[str, np.ndarray], weights: str, *, x64: bo
   if x64 and not jax.config.jax_enable_x64:
     raise ValueError("x64 needs jax_enable_x64 on before any array is made")
   tol = TOLERANCES[x64]
-  variables, _ = convert_official(weights)
+  model, variables, _ = load_official(weights, task="denoise")
   variables = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), variables)
-  model = create_model("n3net")
   nhwc = lambda a: jnp.asarray(np.transpose(a, (0, 2, 3, 1)), dtype)  # noqa: E731
   noisy, clean = nhwc(fixture["noisy"]), nhwc(fixture["clean"])
 

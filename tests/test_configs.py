@@ -67,7 +67,7 @@ def test_realnoise_config_carries_the_release_protocol():
           config.noise.train_power_range, config.noise.train_scale_range,
           config.noise.test_power, config.noise.test_scales, config.noise.clip) == (
               (-4.0, -1.0), -2.3, (1.25, 10.0), (0.25, 1.0), 2.5, (0.5, 1.0), True)
-  assert (config.val_a, config.val_b) == (0.01, 0.0001)  # the release's testnlf
+  assert (config.val_a, config.val_b) == (0.01, 0.0001)  # the release's testnlf default
   assert (0.01, 0.0001) in config.eval_levels
   # The release's network (args.pkl) is the registered default.
   model = create_model(config.model.name, **config.model.kwargs)
@@ -83,7 +83,8 @@ def test_realnoise_config_carries_the_release_protocol():
     assert smoke.num_epochs * smoke.steps_per_epoch < 2000
   for field, value, message in (("val_a", -1.0, "val_a/val_b"),
                                 ("eval_levels", ((0.01,),), "eval_levels"),
-                                ("noise.test_power", 0.0, "config.noise")):
+                                ("noise.test_power", 0.0, "config.noise"),
+                                ("channels", 3, "must be 1 for the real-noise")):
     bad = realnoise.get_config()
     node, leaf = (bad.noise, "test_power") if "." in field else (bad, field)
     node[leaf] = value

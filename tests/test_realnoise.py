@@ -91,6 +91,15 @@ def test_corrupt_for_training_appends_the_noise_map_and_is_keyed():
   assert 0 <= float(x[..., 0].min()) and float(x[..., 0].max()) <= 1
   other, _ = pg.corrupt_for_training(clean, jax.random.PRNGKey(4), protocol=PROTOCOL)
   assert not np.array_equal(np.asarray(other), np.asarray(x))
+  # The map holds the level of the noise that was added: unclipped, the residual's variance
+  # is the mean of a·target + b with the map's a and b.
+  unclipped = pg.RealNoiseProtocol(clip=False)
+  big = jax.random.uniform(jax.random.PRNGKey(1), (256, 256, 1))
+  for i in range(4):
+    x, target = pg.corrupt_for_training(big, jax.random.PRNGKey(10 + i), protocol=unclipped)
+    a, b = float(x[0, 0, 1]), float(x[0, 0, 2])
+    var = float(jnp.var(x[..., 0] - target[..., 0]))
+    assert var == pytest.approx(float(jnp.mean(a * target + b)), rel=0.05), (a, b)
 
 
 def test_protocol_and_levels_are_checked():
@@ -283,7 +292,7 @@ def test_realnoise_training_resumes_exactly_and_validates(realnoise_run):
   for step in (2, 3):  # the steps after the resume (0-based)
     assert resumed["train_loss"][step] == straight["train_loss"][step]
   val = straight["val"][4]
-  # The noisy input at the release's test level is far from clean, and finite.
+  # The noisy input at the validation level (0.01, 1e-4) is far from clean, and finite.
   assert 15 < val["val_input_psnr"] < 45 and np.isfinite(val["val_psnr"])
   model, _, meta = load_model(work / "straight" / "model")
   assert meta["task"] == "realnoise" and meta["noise"] == "poisson_gaussian"
@@ -300,14 +309,21 @@ def test_realnoise_eval_reports_every_level_deterministically(realnoise_run, tmp
   kw = dict(levels=levels, datasets=["set12"], data_root=root, seed=0, progress=False,
             run_info={"checkpoint_metadata": meta})
   first = evaluate_realnoise(model, variables, output_dir=str(tmp_path / "a"), **kw)
-  again = evaluate_realnoise(model, variables, **kw)
   entries = first["datasets"]["set12"]
   assert list(entries) == ["a=0.001,b=1e-05", "a=0.05,b=0.0005"]
   assert entries["a=0.05,b=0.0005"]["mean_noisy_psnr"] < entries["a=0.001,b=1e-05"][
       "mean_noisy_psnr"] - 5  # more noise at the higher level
   for name, e in entries.items():
-    assert e["num_done"] == 2
-    assert e["mean_psnr"] == again["datasets"]["set12"][name]["mean_psnr"]
+    assert e["num_done"] == 2 and np.isfinite(e["mean_psnr"])
+  # Results are never replaced without --overwrite, nor mixed with another grid's.
+  from n3jax.atomic import OutputExistsError
+  with pytest.raises(OutputExistsError, match="complete results"):
+    evaluate_realnoise(model, variables, output_dir=str(tmp_path / "a"), **kw)
+  with pytest.raises(OutputExistsError, match="another evaluation"):
+    evaluate_realnoise(model, variables, output_dir=str(tmp_path / "a"),
+                       **{**kw, "levels": ((0.01, 1e-4),)})
+  with pytest.raises(ValueError, match="repeats a level"):
+    evaluate_realnoise(model, variables, **{**kw, "levels": ((0.01, 1e-4), (0.01, 1e-4))})
   on_disk = json.loads((tmp_path / "a" / "results.json").read_text())
   assert on_disk["levels"] == [[0.001, 1e-5], [0.05, 5e-4]] and on_disk["task"] == "realnoise"
   md = (tmp_path / "a" / "results.md").read_text()
@@ -327,6 +343,18 @@ def test_denoise_cli_pg(realnoise_run, tmp_path, capsys):
   out = np.asarray(Image.open(tmp_path / "photo_denoised.png"))
   assert out.shape == (40, 44) and out.dtype == np.uint8
   assert "Poisson-Gaussian a=0.01, b=0.0001" in capsys.readouterr().out
+  # The same as the Python function, and the noise map matters.
+  from n3jax.checkpoint import load_model
+  from n3jax.denoise import restore_poisson_gaussian
+  net, variables, _ = load_model(model)
+  noisy = np.asarray(Image.open(src), np.float32) / 255
+  expected = restore_poisson_gaussian(net, variables, noisy, a=0.01, b=0.0001)
+  np.testing.assert_array_equal(out, np.clip(np.round(expected * 255), 0, 255).astype(np.uint8))
+  swapped = restore_poisson_gaussian(net, variables, noisy, a=0.0001, b=0.01)
+  assert np.abs(swapped - expected).max() > 1e-4
+  # A real-noise model in Gaussian mode is refused with what to do instead.
+  assert main([str(src), "--checkpoint", model, "--overwrite"]) == 2
+  assert "use --noise pg" in capsys.readouterr().err
   for argv, message in ((["--noise", "pg", "--a", "0.01"], "needs the noise parameters"),
                         (["--noise", "pg", "--a", "0.01", "--b", "0", "--sigma", "25"],
                          "--sigma is for Gaussian"),
@@ -354,3 +382,26 @@ def test_release_training_set_refuses_a_silent_subset(tmp_path):
   assert len(source_items("bsds400", str(tmp_path))) == 2
   with pytest.raises(FileNotFoundError, match="nothing matches DIV2K/DIV2K_train_HR"):
     source_items("bsds400_div2k_waterloo", str(tmp_path))
+
+
+def test_installed_realnoise_model_is_found_and_its_absence_explained(tmp_path, monkeypatch,
+                                                                      capsys):
+  import json
+  from n3jax import pretrained
+  from n3jax.denoise import main
+  monkeypatch.setenv("N3JAX_MODEL_DIR", str(tmp_path))
+  assert pretrained.installed_realnoise() is None
+  src = tmp_path / "x.png"
+  from PIL import Image
+  Image.fromarray(np.zeros((24, 24), np.uint8)).save(src)
+  assert main([str(src), "--noise", "pg", "--a", "0.01", "--b", "0.0001"]) == 2
+  err = capsys.readouterr().err
+  assert "no Poisson-Gaussian" in err and "n3jax-convert 051_ckpt.t7 --install" in err
+  for name, meta in (("a-gauss", {"sigma": 25}), ("b-mine", {"task": "realnoise"}),
+                     ("n3net-pg", {"task": "realnoise"}), ("zz", {"task": "realnoise"})):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "model.json").write_text(json.dumps({"metadata": meta}))
+  assert pretrained.installed_realnoise() == str(tmp_path / "n3net-pg")
+  assert pretrained.installed_denoisers() == {25.0: str(tmp_path / "a-gauss")}
+  (tmp_path / "n3net-pg" / "model.json").unlink()
+  assert pretrained.installed_realnoise() == str(tmp_path / "b-mine")

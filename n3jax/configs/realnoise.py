@@ -49,7 +49,8 @@ VARIANTS = {
 }
 
 # The evaluation grid of (a, b), low to high noise: b = a / 100 (log10 b − log10 a = −2, inside
-# the training draws' −2.3 ± 1.3). (0.01, 0.0001) is the release's test level.
+# the training draws' −2.3 ± 1.3). (0.01, 0.0001) is the release's testnlf default (parsed by
+# main_pg.py; its test loop draws a level per image instead).
 EVAL_LEVELS = ((0.001, 0.00001), (0.01, 0.0001), (0.05, 0.0005), (0.1, 0.001))
 
 
@@ -73,7 +74,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   # --- noise: the release's Poisson-Gaussian protocol (n3jax.data.poisson_gaussian) ---
   config.noise = ml_collections.ConfigDict(dataclasses.asdict(RealNoiseProtocol()))
-  # Validation level during training: the release's test level (its testnlf).
+  # Validation level during training: the release's testnlf default.
   config.val_a = 0.01
   config.val_b = 0.0001
   config.eval_levels = EVAL_LEVELS

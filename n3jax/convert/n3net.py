@@ -67,10 +67,6 @@ def key_mapping(*, num_dncnns: int = 3, depth: int = 6, embed_depth: int = 3
   return rows, unused
 
 
-# What the weights do not tell: the release's N³ block geometry (both released models).
-RELEASE_GEOMETRY = dict(patch_size=10, stride=5, window=15, temp_bias=0.1)
-
-
 def release_architecture(state: Mapping[str, Any]) -> Tuple[str, Dict[str, Any], int]:
   """The model an official state dict holds, read from its names and shapes.
 
@@ -102,6 +98,8 @@ def release_architecture(state: Mapping[str, Any]) -> Tuple[str, Dict[str, Any],
                                 features=first[0], out_channels=out_channels)
   if num_dncnns > 1:
     interm = shape("blocks.0.conv2.weight")[0]
+    if interm < 1:
+      raise ValueError(f"blocks.0.conv2.weight {shape('blocks.0.conv2.weight')} has no channels")
     k, rest = divmod(shape("blocks.1.conv1.weight")[1], interm)
     embed = [k_ for k_ in state if k_.startswith("nls.0.embedcnn.") and k_.endswith(".weight")
              and len(shape(k_)) == 4]
@@ -228,3 +226,21 @@ def convert_official(path: str | os.PathLike) -> Tuple[Dict[str, Any], Dict[str,
     sigma = int(match.group(1)) if match else None
   return variables, {**common, "task": "denoise", "official": digest in OFFICIAL_SHA256,
                      "sigma": sigma}
+
+
+def load_official(path: str | os.PathLike, *, task: Optional[str] = None
+                  ) -> Tuple[Any, Dict[str, Any], Dict[str, Any]]:
+  """``(model, variables, metadata)`` of an official checkpoint, the model built as the file
+  describes it (:func:`convert_official`).
+
+  Raises:
+    ValueError: with ``task``, a file of another task (``"denoise"``: a Gaussian denoiser,
+      ``"realnoise"``: the Poisson-Gaussian model), naming the file.
+  """
+  variables, metadata = convert_official(path)
+  if task is not None and metadata["task"] != task:
+    kinds = {"denoise": "a Gaussian denoiser", "realnoise": "the Poisson-Gaussian model"}
+    raise ValueError(f"{path} holds {kinds.get(metadata['task'], metadata['task'])} "
+                     f"({metadata['model_name']}), not {kinds.get(task, task)}")
+  model = create_model(metadata["model_name"], **metadata["model_kwargs"])
+  return model, variables, metadata

@@ -1,12 +1,14 @@
 """Real-noise evaluation: PSNR/SSIM per set and per Poisson-Gaussian noise level (a, b).
 
-Protocol (the release's test transform, ``experiment_pg.create_test_dataloaders``): gray
+Protocol: the release's test transform (``experiment_pg.create_test_dataloaders``): gray
 images in [0, 1] made raw-like with the power 2.5 and an intensity scale drawn from
 {0.5, 1}; noise ``sqrt(a·x + b) · N(0, 1)`` added and clipped to [0, 1]; the network sees
 the noisy image with the noise map (a, b); PSNR (peak 1) and SSIM against the raw-like
-clean image. The release tests one level, (a, b) = (0.01, 0.0001); we report a fixed grid
-(``config.eval_levels``). Each image's draws (its scale and its noise) come from
-``image_key(seed, file name)``, the same at every level, so levels differ only in (a, b).
+clean image. The release's test loop draws (a, b) per image from the training
+distribution (its ``testnlf`` default, (0.01, 0.0001), is parsed but unused); we report a
+fixed grid of levels instead (``config.eval_levels``), so that results can be compared per
+level. Each image's draws (its scale and its noise) come from ``image_key(seed, file
+name)``, the same at every level, so levels differ only in (a, b).
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def check_levels(levels: Sequence[Sequence[float]], *, name: str = "levels"
       raise ValueError(f"{name}: {e}") from None
   if not out:
     raise ValueError(f"{name} is empty: give at least one (a, b)")
+  if len(set(out)) != len(out):
+    raise ValueError(f"{name} repeats a level: {out}")
   return tuple(out)
 
 

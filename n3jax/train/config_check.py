@@ -141,10 +141,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.noise: {e}") from None
     try:
       check_noise_levels(config.val_a, config.val_b)
+    except ValueError as e:
+      raise ConfigError(f"config.val_a/val_b: {e}") from None
+    try:
       check_levels(config.eval_levels, name="config.eval_levels")
     except ValueError as e:
-      raise ConfigError(f"config.val_a/val_b: {e}" if "eval_levels" not in str(e) else str(e)
-                        ) from None
+      raise ConfigError(str(e)) from None
+    if config.channels != 1:
+      raise ConfigError(f"config.channels must be 1 for the real-noise task (gray, as the "
+                        f"release trains), got {config.channels!r}")
   else:
     try:
       check_sigma(config.sigma, name="config.sigma")

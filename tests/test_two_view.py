@@ -108,3 +108,41 @@ def test_classification_scores():
   assert s["precision"] == pytest.approx(2 / 3) and s["recall"] == pytest.approx(2 / 3)
   assert s["f1"] == pytest.approx(2 / 3)
   assert classification_scores(np.array([-1.0]), np.array([0]))["f1"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["cnnet", "cnnet_n3"])
+def test_set_models_are_permutation_equivariant(name):
+  from n3jax.nn import create_model
+  model = create_model(name, features=16, num_blocks=4, **(
+      {"n3_after": 2, "embed_features": 8} if name == "cnnet_n3" else {}))
+  xs = jnp.asarray(make_batch(range(2), spec=SMALL)["xs"][:, :64])
+  variables = model.init(jax.random.PRNGKey(0), xs)
+  perm = np.random.default_rng(0).permutation(64)
+  for train in (False, True):
+    def run(x, train=train):
+      out = model.apply(variables, x, train=train, mutable=["batch_stats"] if train else False)
+      return out[0] if train else out
+    logits = run(xs)
+    assert logits.shape == (2, 64) and bool(jnp.all(jnp.isfinite(logits)))
+    np.testing.assert_allclose(np.asarray(run(xs[:, perm])), np.asarray(logits)[:, perm],
+                               rtol=1e-4, atol=1e-5)
+  # The N³ variant's block sees every other correspondence: changing one far item moves
+  # the others' logits; CNNet also mixes through Context Normalization, so both do.
+  moved = xs.at[:, 0].add(3.0)
+  assert float(jnp.abs(run(moved)[:, 1:] - run(xs)[:, 1:]).max()) > 0
+
+
+def test_cnnet_n3_has_the_release_shape():
+  from n3jax.nn import create_model, count_parameters
+  model = create_model("cnnet_n3")
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 4))))
+  p = shapes["params"]
+  assert p["block_6"]["dense_0"]["kernel"].shape == (128, 32)  # 128 / (k + 1)
+  assert p["block_7"]["dense_0"]["kernel"].shape == (128, 128)  # concatenated back
+  assert p["n3block"]["embed"]["dense_out"]["kernel"].shape[-1] == 32
+  assert len([k for k in p if k.startswith("block_")]) == 12
+  base = create_model("cnnet")
+  base_shapes = jax.eval_shape(lambda: base.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 4))))
+  assert count_parameters(base_shapes["params"]) != count_parameters(p)
+  with pytest.raises(ValueError, match="divisible"):
+    create_model("cnnet_n3", features=130).init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 4)))

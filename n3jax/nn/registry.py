@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from n3jax.nn.cnnet import CNNet
 from n3jax.nn.dncnn import DnCNN
 from n3jax.nn.n3net import N3Net
 from n3jax.nn.nlrn import NLRN
@@ -47,6 +48,11 @@ MODELS: Dict[str, Callable[..., nn.Module]] = {
     "n3net_pg": functools.partial(N3Net, num_dncnns=3, depth=9, features=128,
                                   interm_channels=32, embed_channels=8, k=3),
     "dncnn_pg": functools.partial(DnCNN, out_channels=1, depth=17),
+    # Correspondence classification on sets (paper Sec. 5.5): CNNet (Yi et al. 2018; 12
+    # ResNet blocks of 128 channels with Context Normalization) and CNNet + N³ (the N³ set
+    # block after block 6, k = 3, all pairs, self excluded).
+    "cnnet": CNNet,
+    "cnnet_n3": functools.partial(CNNet, n3_after=6),
     # A tiny N³Net for tests and smoke runs.
     "n3net_tiny": functools.partial(N3Net, interm_channels=2, features=8, depth=3, k=2,
                                     embed_features=8, embed_depth=2, window=5),

@@ -141,11 +141,18 @@ def read_model_name(directory: str | os.PathLike) -> str:
 
 
 def _expected_shapes(model: nn.Module) -> Dict[str, Tuple[int, ...]]:
-  """``{"params/…/kernel": shape}`` of ``model``'s variables (abstractly: no compute)."""
+  """``{"params/…/kernel": shape}`` of ``model``'s variables (abstractly: no compute).
+
+  Initialized on a small gray image, or on a model's own ``example_input_shape()`` (one
+  example, e.g. a set of correspondences) when it has one."""
   from n3jax.infer import runnable_size
-  h, w = runnable_size(model, MIN_INIT_SIDE, MIN_INIT_SIDE)
+  example = getattr(model, "example_input_shape", None)
+  if example is not None:
+    shape = tuple(example())
+  else:
+    shape = (*runnable_size(model, MIN_INIT_SIDE, MIN_INIT_SIDE), 1)
   keys = {"params": jax.random.PRNGKey(0), "gumbel": jax.random.PRNGKey(1)}
-  shapes = jax.eval_shape(lambda: model.init(keys, jnp.zeros((1, h, w, 1)), train=False))
+  shapes = jax.eval_shape(lambda: model.init(keys, jnp.zeros((1, *shape)), train=False))
   return tree_shapes(dict(shapes))
 
 

@@ -196,12 +196,12 @@ def test_train_end_to_end_validates_saves_and_resumes(fake_root, tmp_path):
 
 
 def test_nan_loss_stops_with_a_clear_error_and_saves_nothing(fake_root, tmp_path, monkeypatch):
-  from n3jax.train import loop
-  real = loop.make_p_train_step
+  from n3jax.tasks import images
+  real = images.make_p_train_step
 
   def nan_noise(model, sigma, **kwargs):  # the configured σ is checked: poison the step
     return real(model, float("nan"), **kwargs)
-  monkeypatch.setattr(loop, "make_p_train_step", nan_noise)
+  monkeypatch.setattr(images, "make_p_train_step", nan_noise)
   config = tiny_config(fake_root, 3)
   workdir = str(tmp_path / "nan")
   with pytest.raises(FloatingPointError, match="non-finite training loss .* at step 0"):

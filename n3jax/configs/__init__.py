@@ -2,7 +2,8 @@
 
 One file per experiment: ``denoise.py`` (Gaussian denoising, paper Tables 1 and 3),
 ``realnoise.py`` (Poisson-Gaussian noise, Sec. 5.3), ``sisr.py`` and ``vdsr.py``
-(super-resolution, Table 5), ``nlrn.py`` (NLRN); each takes ``:smoke``. In a
+(super-resolution, Table 5), ``nlrn.py`` (NLRN), ``correspondences.py`` (sets, Sec. 5.5);
+each takes ``:smoke``. In a
 checkout ``configs/`` points here, so ``--config=configs/denoise.py`` is a path; after
 ``pip install`` the entry points also accept the bare name, ``--config=denoise.py:smoke``
 (see :func:`resolve_config_arg`).

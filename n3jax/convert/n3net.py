@@ -199,7 +199,7 @@ def convert_official(path: str | os.PathLike) -> Tuple[Dict[str, Any], Dict[str,
   The Gaussian denoisers (``n3net_gauss_sigma*.t7``) give an ``n3net`` model with
   ``metadata["task"] == "denoise"`` and its σ; the Poisson-Gaussian release
   (``results_poissongaussian_denoising/pretrained/checkpoint/051_ckpt.t7``) an ``n3net_pg``
-  model with ``task == "realnoise"``. ``metadata["model_name"]``/``["model_kwargs"]`` say
+  model with ``metadata["task"]`` ``"realnoise"``. ``metadata["model_name"]``/``["model_kwargs"]`` say
   which (the kwargs: what differs from the registered model).
   """
   obj = load_legacy_checkpoint(path)

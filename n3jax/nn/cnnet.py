@@ -8,7 +8,7 @@ networks are permutation-equivariant in the correspondences.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -19,6 +19,7 @@ from n3jax.nn.n3block import N3SetBlock
 
 CN_EPSILON = 1e-3  # Context Normalization's epsilon (the CNNet code's)
 BN_MOMENTUM = 0.01  # TensorFlow's default decay 0.99, in the PyTorch convention used here
+EXAMPLE_SET_SIZE = 16
 
 
 def context_norm(x: jax.Array, *, epsilon: float = CN_EPSILON) -> jax.Array:
@@ -105,3 +106,8 @@ class CNNet(nn.Module):
                        temp_bias=self.temp_bias, residual=False, exclude_self=True,
                        dtype=self.dtype, name="n3block")(h)
     return nn.Dense(1, dtype=self.dtype, name="output")(h)[..., 0].astype(jnp.float32)
+
+  def example_input_shape(self) -> Tuple[int, ...]:
+    """One example's input shape, to initialize the model abstractly (e.g. to check stored
+    variables): a set of ``EXAMPLE_SET_SIZE`` correspondences."""
+    return (max(EXAMPLE_SET_SIZE, self.k + 2), 4)

@@ -24,7 +24,7 @@ from n3jax.entry import run_app
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "experiment config file, or the name of a "
                                 "shipped one (denoise.py, sisr.py, vdsr.py, nlrn.py, "
-                                "realnoise.py), with :ARG",
+                                "realnoise.py, correspondences.py), with :ARG",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and the final model")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -44,8 +44,8 @@ def main(argv: Sequence[str]) -> int:
     return 128 + e.signum
   last_val = summary["val"][max(summary["val"])] if summary["val"] else None
   if last_val:
-    print(f"step {summary['step']}: validation PSNR {last_val['val_psnr']:.3f} dB "
-          f"(SSIM {last_val['val_ssim']:.4f}, input {last_val['val_input_psnr']:.3f} dB)")
+    from n3jax.tasks import task_of
+    print(f"step {summary['step']}: {task_of(FLAGS.config).summary_line(last_val)}")
   print(f"model: {FLAGS.workdir}/model (evaluate with n3jax-eval or eval.py --checkpoint)")
   return 0
 

@@ -9,16 +9,13 @@ on). ``0`` turns the optional periodic work off: ``log_every`` (log at the end o
 from __future__ import annotations
 
 import math
-from typing import Any, List
+from typing import Any
 
 import ml_collections
 
-from n3jax.data.noise import check_sigma
 from n3jax.nn import model_fields
 from n3jax.nn.precision import compute_dtype
-from n3jax.data.poisson_gaussian import RealNoiseProtocol, check_noise_levels
 from n3jax.evaluate.denoise import PROTOCOLS
-from n3jax.evaluate.realnoise import check_levels
 from n3jax.train.optim import SCHEDULES
 from n3jax.train.step import LOSSES
 
@@ -56,7 +53,11 @@ def _in_range(config, field: str, lo: float, hi: float, *, lo_open: bool, hi_ope
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises :class:`ConfigError` naming the first bad field of a training config."""
-  task = config.get("task", "denoise")
+  from n3jax.tasks import task_of  # the tasks import this module's checks
+  try:
+    task = task_of(config)
+  except KeyError as e:
+    raise ConfigError(f"config.task: {e.args[0]}") from None
   name = config.model.name
   try:
     fields = model_fields(name)
@@ -74,7 +75,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   except ValueError as e:
     raise ConfigError(str(e)) from None
   _integer(config, "batch_size", minimum=1)
-  _integer(config, "crop_size", minimum=1)
   _integer(config, "keep_checkpoints", minimum=1)
   for field in EVERY_FIELDS:
     _integer(config, field, minimum=0)
@@ -85,7 +85,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError("config.num_train_steps must be > 0, or -1 for num_epochs * "
                       "steps_per_epoch; got 0")
   _integer(config, "prefetch", minimum=0)
-  _integer(config, "val_max_images", minimum=0)
   _in_range(config, "learning_rate", 0, math.inf, lo_open=True, hi_open=True)
   _in_range(config, "lr_total_decay", 0, 1, lo_open=True, hi_open=False,
             hint=" (the factor the learning rate falls by over num_epochs)")
@@ -109,6 +108,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if "clip_grad_norm_per_tensor" in config:
     _in_range(config, "clip_grad_norm_per_tensor", 0, math.inf, lo_open=False,
               hi_open=True, hint=" (0: no clipping)")
+  try:
+    task.check_config(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  dist = config.distributed
+  if dist.num_processes < 1 or not 0 <= dist.process_id < dist.num_processes:
+    raise ConfigError(f"config.distributed: process_id {dist.process_id} of "
+                      f"num_processes {dist.num_processes} is impossible")
+
+
+def check_image_training(config: ml_collections.ConfigDict) -> None:
+  """The fields of the image tasks (crops, channels, losses, evaluation protocol); called
+  by their ``check_config``."""
+  _integer(config, "crop_size", minimum=1)
+  _integer(config, "val_max_images", minimum=0)
   protocol = config.get("eval_protocol", "whole")
   if protocol not in PROTOCOLS:
     raise ConfigError(f"config.eval_protocol must be one of {PROTOCOLS}, got {protocol!r}")
@@ -124,38 +138,3 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                         f"config.crop_size={config.crop_size}")
   if config.channels not in (1, 3):
     raise ConfigError(f"config.channels must be 1 or 3, got {config.channels!r}")
-  if task == "sisr":
-    scales: List[Any] = list(config.scales) + list(config.get("val_scales", ()))
-    bad = [s for s in scales if isinstance(s, bool) or not isinstance(s, int) or s < 2]
-    if bad or not config.scales:
-      raise ConfigError(f"config.scales / val_scales must be integers >= 2, got "
-                        f"{tuple(config.scales)} / {tuple(config.get('val_scales', ()))}")
-    odd = [s for s in config.scales if config.crop_size % s]
-    if odd:
-      raise ConfigError(f"config.crop_size={config.crop_size} is not divisible by the "
-                        f"scales {odd}")
-  elif task == "realnoise":
-    try:
-      RealNoiseProtocol.from_config(config.noise)
-    except (ValueError, TypeError) as e:
-      raise ConfigError(f"config.noise: {e}") from None
-    try:
-      check_noise_levels(config.val_a, config.val_b)
-    except ValueError as e:
-      raise ConfigError(f"config.val_a/val_b: {e}") from None
-    try:
-      check_levels(config.eval_levels, name="config.eval_levels")
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-    if config.channels != 1:
-      raise ConfigError(f"config.channels must be 1 for the real-noise task (gray, as the "
-                        f"release trains), got {config.channels!r}")
-  else:
-    try:
-      check_sigma(config.sigma, name="config.sigma")
-    except ValueError as e:
-      raise ConfigError(str(e)) from None
-  dist = config.distributed
-  if dist.num_processes < 1 or not 0 <= dist.process_id < dist.num_processes:
-    raise ConfigError(f"config.distributed: process_id {dist.process_id} of "
-                      f"num_processes {dist.num_processes} is impossible")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import logging
 import math
 import os
@@ -36,25 +35,19 @@ from tqdm.auto import tqdm
 
 from n3jax import checkpoint as model_io
 from n3jax.data import pipeline
-from n3jax.data import poisson_gaussian
-from n3jax.data.images import default_data_root, load_denoising_set, load_sr_set
-from n3jax.data.records import BUILTIN_VALIDATION, _builtin_image, image_data_source
-from n3jax.evaluate import metrics as metrics_lib
-from n3jax.evaluate import sisr
-from n3jax.evaluate.denoise import image_key, make_denoise_fn
-from n3jax.evaluate.realnoise import make_realnoise_fn
+from n3jax.data.images import default_data_root
 from n3jax.nn import create_model, model_fields
 from n3jax.nn.precision import compute_dtype
+from n3jax.tasks import TASKS, task_of
 from n3jax.train import checkpoints, optim
 from n3jax.train.config_check import validate_config
 from n3jax.train.state import TrainState, create_train_state
-from n3jax.train.step import AXIS, make_loss, make_p_train_step
+from n3jax.train.step import AXIS
 from n3jax.train.summaries import SummaryWriter
 
 log = logging.getLogger(__name__)
 
 MODEL_DIR = "model"
-TASKS = ("denoise", "sisr", "realnoise")
 # Steps dispatched but not finished. Without a bound the host queues hundreds of steps
 # (dispatch is asynchronous), and a SIGTERM waits for all of them before the save.
 MAX_STEPS_IN_FLIGHT = 2
@@ -101,77 +94,6 @@ def replicate(tree: Any) -> Any:
   num = jax.local_device_count()
   stacked = jax.tree_util.tree_map(lambda x: np.stack([np.asarray(x)] * num), tree)
   return jax.pmap(lambda x: x, axis_name=AXIS)(stacked)
-
-
-def _validation_images(config, root: Optional[str]) -> List[Tuple[str, np.ndarray]]:
-  if root is None:
-    images = [(n, _builtin_image(n, 1)[..., 0].astype(np.float32) / 255.0)
-              for n in BUILTIN_VALIDATION]
-  else:
-    images = load_denoising_set(config.val_dataset, root)
-  if config.val_max_images:
-    images = images[:config.val_max_images]
-  return images
-
-
-def _sr_validation_pairs(config, root: Optional[str]):
-  """``[(name, scale, uint8 target Y, bicubic Y, bicubic PSNR)]``: prepared once."""
-  if root is None:
-    images = [(n, _builtin_image(n, 1)[..., 0]) for n in BUILTIN_VALIDATION]
-  else:
-    images = load_sr_set(config.val_dataset, root)
-  if config.val_max_images:
-    images = images[:config.val_max_images]
-  pairs = [(name, s, *sisr.degrade(hr, s)) for s in config.val_scales for name, hr in images]
-  return [(*p, sisr.sr_scores(p[3], p[2], p[1])[0]) for p in pairs]
-
-
-def validate_sr(sr_fn, variables: Mapping[str, Any], pairs, *,
-                stop: Callable[[], bool] = lambda: False) -> Optional[Dict[str, float]]:
-  """Mean PSNR/SSIM on Y over the validation pairs, as ``eval.py`` computes them.
-
-  ``None`` when ``stop()`` turned true between two images (a signal: no time to finish).
-  """
-  rows = []
-  for _, scale, target, bicubic, bicubic_psnr in sorted(pairs,
-                                                         key=lambda t: (t[2].shape, t[0], t[1])):
-    if stop():
-      return None
-    try:
-      pred = sisr.super_resolve(sr_fn, variables, bicubic)
-      psnr, ssim = sisr.sr_scores(pred, target, scale)
-    except FloatingPointError:
-      psnr, ssim = float("nan"), float("nan")
-    rows.append((scale, psnr, ssim, bicubic_psnr))
-  out = {"val_psnr": float(np.mean([r[1] for r in rows])),
-         "val_ssim": float(np.mean([r[2] for r in rows])),
-         "val_input_psnr": float(np.mean([r[3] for r in rows])), "val_images": len(rows)}
-  for scale in sorted({r[0] for r in rows}):
-    out[f"val_psnr_x{scale}"] = float(np.mean([r[1] for r in rows if r[0] == scale]))
-    out[f"val_input_psnr_x{scale}"] = float(np.mean([r[3] for r in rows if r[0] == scale]))
-  return out
-
-
-def validate(denoise_fn, variables: Mapping[str, Any], images, seed: int, *,
-             stop: Callable[[], bool] = lambda: False) -> Optional[Dict[str, float]]:
-  """Mean PSNR/SSIM (and noisy PSNR) of ``denoise_fn`` over ``images``, as eval.py computes them.
-
-  ``denoise_fn(variables, clean, key)`` gives ``(pred, noisy_psnr, psnr)``, or with a
-  fourth value the target that ``pred`` is compared with (default: ``clean``).
-  ``None`` when ``stop()`` turned true between two images (a signal: no time to finish).
-  """
-  psnrs, ssims, noisy = [], [], []
-  for name, clean in sorted(images, key=lambda t: (t[1].shape, t[0])):  # one compile per shape
-    if stop():
-      return None
-    out = denoise_fn(variables, jnp.asarray(clean), image_key(seed, name))
-    pred, noisy_psnr, psnr = np.asarray(out[0]), out[1], out[2]
-    target = np.asarray(out[3]) if len(out) > 3 else clean
-    psnrs.append(float(psnr))
-    noisy.append(float(noisy_psnr))
-    ssims.append(metrics_lib.ssim(pred, target) if np.isfinite(pred).all() else float("nan"))
-  return {"val_psnr": float(np.mean(psnrs)), "val_ssim": float(np.mean(ssims)),
-          "val_input_psnr": float(np.mean(noisy)), "val_images": len(images)}
 
 
 @contextlib.contextmanager
@@ -226,16 +148,6 @@ def _init_variables(config) -> Optional[Dict[str, Any]]:
   return variables
 
 
-def _task_metadata(config, task: str) -> Dict[str, Any]:
-  """What an exported model says about its task: SR scales, σ, or the real-noise protocol."""
-  if task == "sisr":
-    return {"scales": list(config.scales)}
-  if task == "realnoise":
-    return {"noise": "poisson_gaussian", "noise_protocol": config.noise.to_dict(),
-            "val_a": config.val_a, "val_b": config.val_b}
-  return {"sigma": config.sigma}
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, Any]:
   """Trains ``config.model`` for ``config.num_train_steps`` steps in ``workdir`` (resuming).
 
@@ -250,9 +162,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     WorkdirMismatchError: the workdir holds checkpoints of another model.
     TrainingInterrupted: SIGTERM/SIGINT arrived; the state at the current step was saved.
   """
-  task = config.get("task", "denoise")
-  if task not in TASKS:
-    raise ValueError(f"config.task must be one of {TASKS}, got {task!r}")
+  if config.get("task", "denoise") not in TASKS:
+    raise ValueError(f"config.task must be one of {sorted(TASKS)}, got {config.task!r}")
+  task = task_of(config)
   validate_config(config)
   workdir = os.path.abspath(workdir)
   try:
@@ -272,25 +184,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
       config.num_epochs * config.steps_per_epoch)
 
   root = config.data_root or default_data_root()
-  train_set = config.train_set
-  if root is None and train_set != "builtin":
-    log.warning("no data root (set $N3JAX_DATA_ROOT or --config.data_root): training on "
-                "scikit-image's sample photos and validating on %s", BUILTIN_VALIDATION)
-    train_set = "builtin"
-  source = image_data_source(train_set, root=root, channels=config.channels,
-                             tfds_dir=config.tfds_dir or None)
-  pipeline.check_source(source, config.crop_size)
-  if not config.val_every:
-    val_images = []
-  elif task == "sisr":
-    val_images = _sr_validation_pairs(config, root)
-  else:
-    val_images = _validation_images(config, root)
-
-  # SR models see the luminance only; the records hold RGB to compute it from. Real-noise
-  # models see the noisy image and its noise map.
-  model_channels = {"sisr": 1, "realnoise": config.channels + poisson_gaussian.NOISE_MAP_CHANNELS
-                    }.get(task, config.channels)
+  source, train_set = task.training_source(config, root)
   # BatchNorm statistics are averaged over all devices (models without BN ignore this).
   sync_bn = {"bn_axis_name": AXIS} if "bn_axis_name" in model_fields(config.model.name) else {}
   precision = {"dtype": compute_dtype(config.get("dtype", "float32"))}
@@ -298,9 +192,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   eval_model = create_model(config.model.name, **config.model.kwargs, **precision)
   tx = optim.make_optimizer(config)
   schedule = optim.schedule_from_config(config)
-  loss_fn = make_loss(config.get("loss", "reference"), center=config.get("loss_center", 0))
   state = create_train_state(model, tx, key=jax.random.PRNGKey(config.train_seed),
-                             image_shape=(config.crop_size, config.crop_size, model_channels),
+                             image_shape=task.input_shape(config),
                              init_variables=_init_variables(config))
   manager = checkpoints.make_manager(workdir, keep=config.keep_checkpoints)
   restored = checkpoints.restore_latest(manager, state)
@@ -310,38 +203,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   start = int(state.step)
 
   writer = SummaryWriter(workdir, enabled=process == 0)
-  if task == "sisr":
-    sr_fn = sisr.make_sr_fn(eval_model)
-    run_validation = lambda variables, stop: validate_sr(  # noqa: E731
-        sr_fn, variables, val_images, stop=stop)
-    p_step = make_p_train_step(model, None, loss_fn=loss_fn)
-  elif task == "realnoise":
-    protocol = poisson_gaussian.RealNoiseProtocol.from_config(config.noise)
-    realnoise_fn = make_realnoise_fn(eval_model, protocol=protocol)
-    run_validation = lambda variables, stop: validate(  # noqa: E731
-        lambda v, clean, key: realnoise_fn(v, clean, key, config.val_a, config.val_b),
-        variables, val_images, config.seed, stop=stop)
-    p_step = make_p_train_step(model, None, loss_fn=loss_fn, corrupt=functools.partial(
-        poisson_gaussian.corrupt_for_training, protocol=protocol))
-  else:
-    denoise_fn = make_denoise_fn(eval_model, config.sigma)
-    run_validation = lambda variables, stop: validate(  # noqa: E731
-        denoise_fn, variables, val_images, config.seed, stop=stop)
-    p_step = make_p_train_step(model, config.sigma, loss_fn=loss_fn)
+  run_validation = (task.make_validation(eval_model, config, root) if config.val_every
+                    else None)
+  p_step = task.make_p_step(model, config)
   p_state = replicate(state)
   del state
 
-  def per_device_view(x: np.ndarray) -> np.ndarray:
-    return x.reshape(num_local, per_device, *x.shape[1:])
-
   def host_batch(step: int):
-    common = dict(seed=config.train_seed, batch_size=config.batch_size,
-                  crop_size=config.crop_size, flips=config.flips, rotations=config.rotations,
-                  shard_index=process, num_shards=num_processes)
-    if task == "sisr":
-      pairs = pipeline.make_sr_batch(source, step, scales=tuple(config.scales), **common)
-      return {k: per_device_view(pairs[k]) for k in ("input", "target")}
-    return per_device_view(pipeline.make_batch(source, step, **common))
+    batch = task.host_batch(source, step, config, shard_index=process,
+                            num_shards=num_processes)
+    return jax.tree_util.tree_map(
+        lambda x: x.reshape(num_local, per_device, *x.shape[1:]), batch)
 
   summary: Dict[str, Any] = {"start_step": start, "train_loss": {}, "val": {},
                              "num_devices": num_devices, "num_processes": num_processes,
@@ -405,10 +277,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
         if last or interrupted or ckpt_due or _due(done, config.log_every):
           means = flush(done)
           if means:
-            bar.set_postfix(loss=f"{means['loss']:.4g}", psnr=f"{means['psnr']:.2f}")
+            bar.set_postfix(**{"loss": f"{means['loss']:.4g}", task.progress_metric:
+                               f"{means[task.progress_metric]:.4g}"})
         if ckpt_due:
           save(unreplicate(p_state))
-        if val_images and not interrupted and (last or _due(done, config.val_every)):
+        if run_validation and not interrupted and (last or _due(done, config.val_every)):
           variables = unreplicate({"params": p_state.params,
                                    "batch_stats": p_state.batch_stats})
           # A signal during validation ends it (the state is saved just after).
@@ -423,8 +296,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
             writer.scalars(done, {k: v for k, v in last_val.items() if k.startswith("val_")},
                            prefix="val/")
             writer.write_metrics_json({**last_val, "train_loss": summary["train_loss"][step]})
-            log.info("step %d: validation PSNR %.3f dB (input %.3f)", done,
-                     last_val["val_psnr"], last_val["val_input_psnr"])
+            log.info("step %d: %s", done, task.summary_line(last_val))
         if interrupted:
           raise TrainingInterrupted(stop["signum"] or signal.SIGTERM, done)
   finally:
@@ -440,9 +312,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
   model_io.save_model(os.path.join(workdir, MODEL_DIR),
                       {"params": final.params, "batch_stats": final.batch_stats},
                       name=config.model.name, kwargs=dict(config.model.kwargs), overwrite=True,
-                      metadata={**_task_metadata(config, task),
-                                "task": task, "step": int(final.step),
-                                "train_set": train_set, **({"val_psnr": last_val["val_psnr"]}
-                                                           if last_val else {})})
+                      metadata={**task.export_metadata(config),
+                                "task": task.name, "step": int(final.step),
+                                "train_set": train_set,
+                                **{k: v for k, v in last_val.items()
+                                   if k.startswith("val_") and k != "val_images"}})
   summary["final_state"] = final
   return summary

@@ -104,8 +104,8 @@ def train_step(state: TrainState, batch: Union[jax.Array, Mapping[str, jax.Array
     loss_fn: per-image loss ``(pred, target) -> [b]`` (:func:`make_loss`), averaged.
     corrupt: see ``batch`` (``sigma`` must then be ``None``).
 
-  Gradients, BatchNorm statistics (synchronized in the model through ``bn_axis_name``) and
-  metrics are averaged over all devices.
+  Gradients, BatchNorm statistics and metrics are averaged over all devices
+  (:func:`gradient_step`).
 
   Returns:
     the new state and ``{"loss", "psnr", "input_psnr"}`` (means over all devices).
@@ -125,27 +125,53 @@ def train_step(state: TrainState, batch: Union[jax.Array, Mapping[str, jax.Array
       raise ValueError("a batch of clean images needs the noise level sigma")
     target = batch
     inputs = add_training_noise(target, sigma, step_key, device * target.shape[0])
+
+  def objective(pred, target, inputs, step):
+    del step
+
+    def psnr(x):  # per example, capped at 100 dB (flat SR crops are exact after bicubic)
+      mse = jnp.mean(jnp.square(x - target), axis=(1, 2, 3))
+      return jnp.mean(-10.0 * jnp.log10(jnp.maximum(mse, MIN_MSE)))
+
+    # The input's image channels (a noise map, when there is one, follows them).
+    return loss_fn(pred, target).mean(), {
+        "psnr": psnr(pred.astype(jnp.float32)),
+        "input_psnr": psnr(inputs[..., :target.shape[-1]])}
+
+  return gradient_step(state, inputs, target, model=model, objective=objective)
+
+
+# ``(pred, target, inputs, step) -> (loss, metrics)``: a scalar loss and scalar metrics.
+Objective = Callable[[Any, Any, Any, jax.Array], Tuple[jax.Array, Dict[str, jax.Array]]]
+
+
+def gradient_step(state: TrainState, inputs: Any, target: Any, *, model: nn.Module,
+                  objective: Objective) -> Tuple[TrainState, Dict[str, jax.Array]]:
+  """The model on ``inputs`` in training mode, ``objective``'s loss, one optimizer step;
+  inside ``pmap(axis_name=AXIS)``. Every task's step ends here.
+
+  Gradients, BatchNorm statistics (synchronized in the model through ``bn_axis_name``) and
+  the metrics are averaged over all devices. Model randomness (the Concrete block's Gumbel
+  noise) is keyed by the step and the device.
+
+  Returns:
+    the new state and ``{"loss", **metrics}`` (means over all devices).
+  """
+  device = jax.lax.axis_index(AXIS)
+  step_key = jax.random.fold_in(state.key, state.step)
   model_key = jax.random.fold_in(jax.random.fold_in(step_key, _MODEL), device)
 
-  def objective(params):
+  def loss_of(params):
     pred, updates = model.apply({"params": params, "batch_stats": state.batch_stats}, inputs,
                                 train=True, mutable=["batch_stats"], rngs={"gumbel": model_key})
-    return loss_fn(pred, target).mean(), (updates, pred)
+    loss, metrics = objective(pred, target, inputs, state.step)
+    return loss, (updates, metrics)
 
-  (loss, (updates, pred)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+  (loss, (updates, metrics)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
   grads = jax.lax.pmean(grads, AXIS)
   batch_stats = jax.lax.pmean(updates.get("batch_stats", {}), AXIS)
   new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-
-  def psnr(x):  # per example, capped at 100 dB (flat SR crops are exact after bicubic)
-    mse = jnp.mean(jnp.square(x - target), axis=(1, 2, 3))
-    return jnp.mean(-10.0 * jnp.log10(jnp.maximum(mse, MIN_MSE)))
-
-  # The input's image channels (a noise map, when there is one, follows them).
-  metrics = {"loss": loss, "psnr": psnr(pred.astype(jnp.float32)),
-             "input_psnr": psnr(inputs[..., :target.shape[-1]])}
-  metrics = jax.lax.pmean(metrics, AXIS)
-  return new_state, metrics
+  return new_state, jax.lax.pmean({"loss": loss, **metrics}, AXIS)
 
 
 def make_p_train_step(model: nn.Module, sigma: Optional[float], *,

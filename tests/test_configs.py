@@ -44,7 +44,8 @@ def test_the_full_config_builds_the_paper_model():
 def test_shipped_configs_resolve_by_name(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)  # outside the checkout
   shipped = os.path.join(configs.CONFIG_DIR, "denoise.py")
-  assert configs.available() == ["denoise", "nlrn", "realnoise", "sisr", "vdsr"]
+  assert configs.available() == ["correspondences", "denoise", "nlrn", "realnoise", "sisr",
+                                 "vdsr"]
   for arg in ("denoise", "denoise.py", "configs/denoise.py"):
     assert configs.resolve_config_arg(arg + ":smoke") == shipped + ":smoke"
   assert configs.resolve_config_arg("nonsense.py") == "nonsense.py"

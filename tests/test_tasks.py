@@ -92,3 +92,25 @@ def test_correspondence_training_runs_resumes_and_evaluates(tmp_path):
                                      progress=False, run_info={"checkpoint_metadata": meta})
   assert results["datasets"]["two_view_test"]["num_pairs"] == 8
   assert "| two_view_test | 8 |" in (tmp_path / "eval" / "results.md").read_text()
+
+
+def test_correspondence_config_is_checked():
+  from n3jax.configs.correspondences import get_config
+  from n3jax.train.config_check import ConfigError, validate_config
+  for arg in ("n3", "cnnet", "n3,smoke", "cnnet,smoke"):
+    validate_config(get_config(arg))
+  for field, value, message in (("val_pairs", 10**6, "val_pairs must be"),
+                                ("eval_pairs", 0, "eval_pairs must be"),
+                                ("essential_loss_weight", -1.0, "essential_loss_weight"),
+                                ("data.outlier_ratio", 1.5, "outlier_ratio"),
+                                ("data.num_point", 10, "unknown fields")):
+    config = get_config("n3,smoke")
+    node = config
+    *parents, leaf = field.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value  # a new field for data.num_point (a typo)
+    with pytest.raises(ConfigError, match=message):
+      validate_config(config)
+  with pytest.raises(ValueError, match="choose one variant"):
+    get_config("n3,cnnet")

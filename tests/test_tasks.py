@@ -56,6 +56,11 @@ def test_essential_loss_enters_after_its_start_step():
   assert float(m0["essential"]) == 0 and float(m1["essential"]) > 0
   assert float(after) == pytest.approx(float(before) + 0.1 * float(m1["essential"]), rel=1e-5)
   assert float(m1["f1"]) == pytest.approx(1.0)  # the logits follow the labels
+  # Past the start the gradient through the eigen-solve is finite, even where every
+  # logit is negative (all eight-point weights 0).
+  for z in (logits, -jnp.abs(logits) - 1):
+    g = jax.grad(lambda l: correspondence_objective(l, target, xs, jnp.asarray(10), **kw)[0])(z)
+    assert bool(jnp.all(jnp.isfinite(g)))
 
 
 @pytest.mark.slow
@@ -92,6 +97,21 @@ def test_correspondence_training_runs_resumes_and_evaluates(tmp_path):
                                      progress=False, run_info={"checkpoint_metadata": meta})
   assert results["datasets"]["two_view_test"]["num_pairs"] == 8
   assert "| two_view_test | 8 |" in (tmp_path / "eval" / "results.md").read_text()
+  assert "val_num_pairs" not in meta and 0 <= meta["val_f1"] <= 1
+  # eval.py's task evaluation refuses another benchmark and another task's model.
+  from n3jax.tasks import get_task
+  other = config(4)
+  other.data.outlier_ratio = 0.3
+  with pytest.raises(ValueError, match="another benchmark"):
+    get_task("correspondences").evaluate(other, str(tmp_path / "a" / "model"), datasets=[],
+                                         output_dir=str(tmp_path / "e2"), overwrite=False)
+  from n3jax.configs.denoise import get_config as denoise_config
+  gauss = denoise_config()
+  gauss.model.name = "cnnet_n3"
+  with pytest.raises(ValueError, match="task 'correspondences' but the config evaluates "
+                                       "'denoise'"):
+    get_task("denoise").evaluate(gauss, str(tmp_path / "a" / "model"), datasets=["set12"],
+                                 output_dir=str(tmp_path / "e3"), overwrite=False)
 
 
 def test_correspondence_config_is_checked():

@@ -14,12 +14,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Dict
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from n3jax.ops import epipolar
 
 SPLITS = {"train": 0, "val": 1, "test": 2}
+MAX_SCENE_DRAWS = 50  # rounds of 4·N candidate scene points, before giving up
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +60,15 @@ class TwoViewSpec:
       raise ValueError(f"pixel_noise must be >= 0, got {self.pixel_noise}")
     if len(self.split_sizes) != 3 or min(self.split_sizes) < 1:
       raise ValueError(f"split_sizes must be three positive counts, got {self.split_sizes}")
+    if len(self.image_size) != 2 or min(self.image_size) <= 0:
+      raise ValueError(f"image_size must be (width, height) > 0, got {self.image_size}")
+    for name in ("focal_range", "depth_range", "baseline_range"):
+      pair = tuple(getattr(self, name))
+      if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+        raise ValueError(f"{name} must be (low, high) with 0 < low <= high, got {pair}")
+    if not 0 <= self.max_rotation_deg <= 180 or not self.inlier_threshold > 0:
+      raise ValueError("max_rotation_deg must be in [0, 180] and inlier_threshold > 0, got "
+                       f"{self.max_rotation_deg}, {self.inlier_threshold}")
 
 
 def rotation_from_axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:
@@ -103,7 +114,9 @@ def make_pair(index: int, *, split: str = "train", seed: int = 0,
   # Scene points: pixels of the first image back-projected to random depths, kept where the
   # second camera sees them in front and inside its image.
   points = np.zeros((0, 3))
-  while len(points) < num_in:
+  for _ in range(MAX_SCENE_DRAWS):
+    if len(points) >= num_in:
+      break
     m = 4 * num_in
     pix = rng.uniform([0, 0], [w, h], size=(m, 2))
     depth = rng.uniform(*spec.depth_range, size=(m, 1))
@@ -112,6 +125,10 @@ def make_pair(index: int, *, split: str = "train", seed: int = 0,
     u2 = x2[:, :2] / x2[:, 2:] * [k2[0, 0], k2[1, 1]] + k2[:2, 2]
     ok = (x2[:, 2] > 0.1) & (u2[:, 0] >= 0) & (u2[:, 0] < w) & (u2[:, 1] >= 0) & (u2[:, 1] < h)
     points = np.concatenate([points, x1[ok]])
+  if len(points) < num_in:
+    raise ValueError(f"the second camera sees too few scene points ({len(points)} of "
+                     f"{num_in} after {MAX_SCENE_DRAWS} draws): widen depth_range or "
+                     "shorten baseline_range")
   points = points[:num_in]
   p1 = points[:, :2] / points[:, 2:] * [k1[0, 0], k1[1, 1]] + k1[:2, 2]
   cam2 = points @ rotation.T + translation
@@ -125,10 +142,12 @@ def make_pair(index: int, *, split: str = "train", seed: int = 0,
   is_outlier = np.arange(spec.num_points) >= num_in
   order = rng.permutation(spec.num_points)
   xs, is_outlier = xs[order], is_outlier[order]
-  essential = np.asarray(epipolar.essential_from_pose(jnp.asarray(rotation, jnp.float32),
-                                                      jnp.asarray(translation, jnp.float32)))
-  distance = epipolar.symmetric_epipolar_distance(jnp.asarray(xs, jnp.float32),
-                                                  jnp.asarray(essential))
+  # On the CPU, so that every machine labels the same pairs alike.
+  with jax.default_device(jax.devices("cpu")[0]):
+    essential = np.asarray(epipolar.essential_from_pose(
+        jnp.asarray(rotation, jnp.float32), jnp.asarray(translation, jnp.float32)))
+    distance = epipolar.symmetric_epipolar_distance(jnp.asarray(xs, jnp.float32),
+                                                    jnp.asarray(essential))
   label = np.asarray(distance) < spec.inlier_threshold
   return {"xs": xs.astype(np.float32), "label": label.astype(np.float32),
           "is_outlier": is_outlier, "R": rotation, "t": translation / np.linalg.norm(translation),

@@ -26,18 +26,13 @@ from n3jax.ops import epipolar
 TASK = "correspondences"
 
 
-def eight_point_weights(logits: jax.Array) -> jax.Array:
-  """CNNet's weights of the eight-point solve: ``relu(tanh(logits))``."""
-  return jax.nn.relu(jnp.tanh(logits))
-
-
 def make_predict_fn(model: nn.Module) -> Callable[..., tuple]:
   """A jit-compiled ``(variables, xs [B, N, 4]) → (logits [B, N], E [B, 3, 3])``."""
 
   @jax.jit
   def predict(variables, xs):
     logits = model.apply(variables, xs, train=False)
-    return logits, epipolar.weighted_eight_point(xs, eight_point_weights(logits))
+    return logits, epipolar.weighted_eight_point(xs, epipolar.eight_point_weights(logits))
 
   return predict
 

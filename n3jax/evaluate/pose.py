@@ -87,7 +87,7 @@ def pose_map(errors: Sequence[Tuple[float, float]],
 
   A pair whose pose could not be computed counts with an infinite error.
   """
-  worst = np.asarray([max(e) for e in errors], np.float64)
+  worst = np.asarray([np.max(np.asarray(e, np.float64)) for e in errors], np.float64)
   worst = np.where(np.isfinite(worst), worst, np.inf)
   out = {}
   for tau in thresholds:

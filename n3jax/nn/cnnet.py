@@ -63,8 +63,8 @@ class CNNet(nn.Module):
   its ``k`` neighbour volumes back to ``features`` channels.
 
   The release's temperature network multiplies the logits by its raw output (an inverse
-  temperature of either sign); the set block here uses a positive temperature
-  ``exp(t)·temp_bias``, which the relaxation requires — the same family of scalings.
+  temperature of either sign); the set block here divides them by a positive temperature
+  ``exp(t)·temp_bias`` — the positive scalings only.
   Its embedding and temperature networks are per-point MLPs of ``embed_depth`` layers
   (the release's are ResNet blocks of the same widths).
   """

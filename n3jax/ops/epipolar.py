@@ -12,6 +12,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+# Geometry in full float32 on every backend (GPUs would otherwise use TF32 matmuls).
+HIGHEST = jax.lax.Precision.HIGHEST
+
 
 def skew(t: jax.Array) -> jax.Array:
   """``[..., 3] → [..., 3, 3]``: the matrix ``[t]_x`` with ``[t]_x v = t × v``."""
@@ -24,7 +27,7 @@ def skew(t: jax.Array) -> jax.Array:
 
 def essential_from_pose(rotation: jax.Array, translation: jax.Array) -> jax.Array:
   """``E = [t]_x R`` of unit Frobenius norm: ``[..., 3, 3]``, ``[..., 3]`` → ``[..., 3, 3]``."""
-  e = skew(translation) @ rotation
+  e = jnp.matmul(skew(translation), rotation, precision=HIGHEST)
   return e / jnp.linalg.norm(e, axis=(-2, -1), keepdims=True)
 
 
@@ -46,13 +49,18 @@ def symmetric_epipolar_distance(correspondences: jax.Array, essential: jax.Array
   """
   x1 = _homogeneous(correspondences[..., :2])
   x2 = _homogeneous(correspondences[..., 2:])
-  ex1 = jnp.einsum("...ij,...nj->...ni", essential, x1)
-  etx2 = jnp.einsum("...ji,...nj->...ni", essential, x2)
+  ex1 = jnp.einsum("...ij,...nj->...ni", essential, x1, precision=HIGHEST)
+  etx2 = jnp.einsum("...ji,...nj->...ni", essential, x2, precision=HIGHEST)
   residual = jnp.sum(x2 * ex1, axis=-1)
   tiny = jnp.finfo(residual.dtype).tiny
   return jnp.square(residual) * (1.0 / jnp.maximum(jnp.sum(jnp.square(ex1[..., :2]), -1), tiny)
                                  + 1.0 / jnp.maximum(jnp.sum(jnp.square(etx2[..., :2]), -1),
                                                      tiny))
+
+
+def eight_point_weights(logits: jax.Array) -> jax.Array:
+  """CNNet's weights of the eight-point solve from inlier logits: ``relu(tanh(logits))``."""
+  return jax.nn.relu(jnp.tanh(logits))
 
 
 def weighted_eight_point(correspondences: jax.Array, weights: jax.Array) -> jax.Array:
@@ -74,7 +82,7 @@ def weighted_eight_point(correspondences: jax.Array, weights: jax.Array) -> jax.
   x1 = _homogeneous(correspondences[..., :2])
   x2 = _homogeneous(correspondences[..., 2:])
   rows = (x2[..., :, None] * x1[..., None, :]).reshape(*x1.shape[:-1], 9)
-  gram = jnp.einsum("...ni,...n,...nj->...ij", rows, weights, rows)
+  gram = jnp.einsum("...ni,...n,...nj->...ij", rows, weights, rows, precision=HIGHEST)
   _, vectors = jnp.linalg.eigh(gram)
   e = vectors[..., :, 0]
   return (e / jnp.linalg.norm(e, axis=-1, keepdims=True)).reshape(*e.shape[:-1], 3, 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -53,9 +54,12 @@ class CorrespondenceTask(Task):
       if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= size:
         raise ValueError(f"config.{field} must be an integer in [1, {size}] (the {split} "
                          f"split's size), got {value!r}")
-    if not config.essential_loss_weight >= 0 or not config.essential_loss_start >= 0:
-      raise ValueError("config.essential_loss_weight and essential_loss_start must be >= 0, "
-                       f"got {config.essential_loss_weight!r}, {config.essential_loss_start!r}")
+    start = config.essential_loss_start
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+      raise ValueError(f"config.essential_loss_start must be an integer step >= 0, got {start!r}")
+    if not config.essential_loss_weight >= 0:
+      raise ValueError(f"config.essential_loss_weight must be >= 0, got "
+                       f"{config.essential_loss_weight!r}")
 
   def input_shape(self, config) -> Tuple[int, ...]:
     return (benchmark_spec(config).num_points, 4)
@@ -85,7 +89,8 @@ class CorrespondenceTask(Task):
                            num_pairs=config.val_pairs, stop=stop)
       if scores is None:
         return None
-      return {f"val_{k}": float(v) for k, v in scores.items() if k != "pairs"}
+      return {f"val_{k}": float(v) for k, v in scores.items()
+              if k not in ("pairs", "num_pairs")}
     return run
 
   def summary_line(self, metrics) -> str:
@@ -101,7 +106,17 @@ class CorrespondenceTask(Task):
     if list(datasets) not in ([], ["two_view_test"]):
       raise ValueError(f"the correspondence task evaluates the synthetic benchmark's test "
                        f"split (two_view_test), not {list(datasets)}")
+    self.check_config(config)
     model, variables, run_info = load_for_eval(config, checkpoint, task=self.name)
+    meta = run_info["checkpoint_metadata"]
+    stored = {"data": meta.get("data"), "data_seed": meta.get("data_seed")}
+    wanted = {"data": config.data.to_dict(), "data_seed": config.data_seed}
+    differ = [k for k in stored if stored[k] is not None
+              and json.loads(json.dumps(stored[k])) != json.loads(json.dumps(wanted[k]))]
+    if differ:
+      raise ValueError(f"{checkpoint} was trained on another benchmark ({', '.join(differ)} "
+                       "differ from the config's); evaluate it with the config it was "
+                       "trained with (e.g. :n3,smoke for a smoke run)")
     evaluate_correspondences(model, variables, spec=benchmark_spec(config),
                              seed=config.data_seed, num_pairs=config.eval_pairs,
                              output_dir=output_dir, run_info=run_info, overwrite=overwrite)

@@ -14,7 +14,6 @@ from typing import Any, Dict, Mapping, Tuple
 import jax
 import jax.numpy as jnp
 
-from n3jax.evaluate.correspondences import eight_point_weights
 from n3jax.ops import epipolar
 
 
@@ -35,14 +34,14 @@ def correspondence_objective(logits: jax.Array, target: Mapping[str, jax.Array],
   """The step's loss and metrics (``bce``, ``essential``, ``f1``) for
   :func:`n3jax.train.step.gradient_step`.
 
-  The essential-matrix term is computed only from ``essential_start`` on (``lax.cond``:
-  before it the weights may all be 0, where the eigen-solve has no gradient).
+  The essential-matrix term is computed only from ``essential_start`` on (``lax.cond``: the
+  eigen-solve is not run before it).
   """
   logits = logits.astype(jnp.float32)
   bce = balanced_bce(logits, target["label"]).mean()
 
   def essential_loss():
-    estimate = epipolar.weighted_eight_point(inputs, eight_point_weights(logits))
+    estimate = epipolar.weighted_eight_point(inputs, epipolar.eight_point_weights(logits))
     return epipolar.essential_distance(estimate, target["E"]).mean()
 
   use = jnp.logical_and(essential_weight > 0, step >= essential_start)

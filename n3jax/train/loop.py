@@ -38,7 +38,7 @@ from n3jax.data import pipeline
 from n3jax.data.images import default_data_root
 from n3jax.nn import create_model, model_fields
 from n3jax.nn.precision import compute_dtype
-from n3jax.tasks import TASKS, task_of
+from n3jax.tasks import task_of
 from n3jax.train import checkpoints, optim
 from n3jax.train.config_check import validate_config
 from n3jax.train.state import TrainState, create_train_state
@@ -162,10 +162,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict[
     WorkdirMismatchError: the workdir holds checkpoints of another model.
     TrainingInterrupted: SIGTERM/SIGINT arrived; the state at the current step was saved.
   """
-  if config.get("task", "denoise") not in TASKS:
-    raise ValueError(f"config.task must be one of {sorted(TASKS)}, got {config.task!r}")
+  validate_config(config)  # the task's name and its fields too
   task = task_of(config)
-  validate_config(config)
   workdir = os.path.abspath(workdir)
   try:
     os.makedirs(workdir, exist_ok=True)

@@ -28,7 +28,7 @@ MIN_MSE = 1e-10  # floor of the training-PSNR metric's MSE: 100 dB
 
 
 def denoising_loss(pred: jax.Array, clean: jax.Array) -> jax.Array:
-  """Per-image reference loss (used for every task) ``0.5 · Σ (pred − clean)² · 1600 / (H·W)``, ``[B]``."""
+  """Per-image reference loss of N³Net ``0.5 · Σ (pred − clean)² · 1600 / (H·W)``, ``[B]``."""
   h, w = clean.shape[1:3]
   sq = jnp.sum(jnp.square(at_least_float32(pred) - clean),
                axis=(1, 2, 3))

@@ -12,9 +12,23 @@ checkout ``configs/`` points here, so ``--config=configs/denoise.py`` is a path;
 from __future__ import annotations
 
 import os
-from typing import List, Sequence
+from typing import Iterable, List, Sequence, Tuple
 
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse_arg(arg: str, variants: Iterable[str], *, default: str) -> Tuple[str, bool]:
+  """A config argument ``"VARIANT,smoke"`` → ``(variant, smoke)``: comma-separated, at most
+  one of ``variants`` (else ``default``) and/or ``smoke``; a ``ValueError`` otherwise."""
+  known = sorted(variants)
+  tokens = [t for t in arg.split(",") if t]
+  unknown = [t for t in tokens if t != "smoke" and t not in known]
+  if unknown:
+    raise ValueError(f"unknown config argument(s) {unknown}; use {known} and/or smoke")
+  chosen = [t for t in tokens if t in known]
+  if len(chosen) > 1:
+    raise ValueError(f"choose one variant, got {chosen}")
+  return (chosen[0] if chosen else default), "smoke" in tokens
 
 
 def available() -> List[str]:

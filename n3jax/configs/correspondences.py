@@ -26,7 +26,7 @@ import dataclasses
 
 import ml_collections
 
-from n3jax.configs import denoise
+from n3jax.configs import denoise, parse_arg
 from n3jax.data.two_view import TwoViewSpec
 
 # Config argument -> (registry name, smoke-size keyword arguments).
@@ -42,15 +42,8 @@ IMAGE_FIELDS = ("sigma", "train_set", "channels", "crop_size", "flips", "rotatio
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """``arg``: comma-separated, one of :data:`VARIANTS` (default ``n3``) and/or ``smoke``."""
-  tokens = [t for t in arg.split(",") if t]
-  unknown = [t for t in tokens if t != "smoke" and t not in VARIANTS]
-  if unknown:
-    raise ValueError(f"unknown config argument(s) {unknown}; use {sorted(VARIANTS)} and/or smoke")
-  variants = [t for t in tokens if t in VARIANTS]
-  if len(variants) > 1:
-    raise ValueError(f"choose one variant, got {variants}")
-  name, smoke_kwargs = VARIANTS[variants[0] if variants else "n3"]
-  smoke = "smoke" in tokens
+  variant, smoke = parse_arg(arg, VARIANTS, default="n3")
+  name, smoke_kwargs = VARIANTS[variant]
 
   config = denoise.get_config()
   for field in IMAGE_FIELDS:

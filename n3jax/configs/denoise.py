@@ -40,6 +40,8 @@ Urban100 30.19 / 26.83 / 25.15 (results/table3/, README).
 
 import ml_collections
 
+from n3jax.configs import parse_arg
+
 # The paper's N³Net (Sec. 5.1; the official Gaussian denoiser, shared/docs/reference-n3net.md).
 # These equal the defaults of n3jax.nn.N3Net / N3Block (tests/test_configs.py checks it).
 PAPER_N3NET = dict(
@@ -73,15 +75,7 @@ VARIANTS = {
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """``arg``: comma-separated, a key of :data:`VARIANTS` and/or ``smoke``."""
-  tokens = [t for t in arg.split(",") if t]
-  unknown = [t for t in tokens if t != "smoke" and t not in VARIANTS]
-  if unknown:
-    raise ValueError(f"unknown config argument(s) {unknown}; use {sorted(VARIANTS)} and/or smoke")
-  variants = [t for t in tokens if t in VARIANTS]
-  if len(variants) > 1:
-    raise ValueError(f"choose one variant, got {variants}")
-  variant = variants[0] if variants else "full"
-  smoke = "smoke" in tokens
+  variant, smoke = parse_arg(arg, VARIANTS, default="full")
   name, smoke_kwargs = VARIANTS[variant]
 
   config = ml_collections.ConfigDict()

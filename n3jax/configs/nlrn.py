@@ -34,7 +34,7 @@ Evaluate a trained model on whole images (windowed attention, tiled exactly):
 
 import ml_collections
 
-from n3jax.configs import denoise
+from n3jax.configs import denoise, parse_arg
 
 # The official network (the defaults of n3jax.nn.NLRN; tests/test_configs.py checks it).
 PAPER_NLRN = dict(
@@ -61,16 +61,7 @@ SMOKE_MODEL = dict(features=32, embed_features=16, num_steps=4, window=15)
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """``arg``: comma-separated, a key of :data:`VARIANTS` and/or ``smoke``."""
-  tokens = [t for t in arg.split(",") if t]
-  unknown = [t for t in tokens if t != "smoke" and t not in VARIANTS]
-  if unknown:
-    raise ValueError(f"unknown config argument(s) {unknown}; use {sorted(VARIANTS)} and/or "
-                     "smoke")
-  variants = [t for t in tokens if t in VARIANTS]
-  if len(variants) > 1:
-    raise ValueError(f"choose one variant, got {variants}")
-  variant = variants[0] if variants else "full"
-  smoke = "smoke" in tokens
+  variant, smoke = parse_arg(arg, VARIANTS, default="full")
 
   # Everything not set here (data, noise, bookkeeping, multi-host, evaluation) is the
   # denoising config's: one harness for N³Net and NLRN.

@@ -35,7 +35,7 @@ import dataclasses
 
 import ml_collections
 
-from n3jax.configs import denoise
+from n3jax.configs import denoise, parse_arg
 from n3jax.data.poisson_gaussian import RealNoiseProtocol
 
 # Config argument -> (registry name, smoke-size keyword arguments). The full variants use
@@ -56,15 +56,8 @@ EVAL_LEVELS = ((0.001, 0.00001), (0.01, 0.0001), (0.05, 0.0005), (0.1, 0.001))
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """``arg``: comma-separated, one of :data:`VARIANTS` (default ``n3net``) and/or ``smoke``."""
-  tokens = [t for t in arg.split(",") if t]
-  unknown = [t for t in tokens if t != "smoke" and t not in VARIANTS]
-  if unknown:
-    raise ValueError(f"unknown config argument(s) {unknown}; use {sorted(VARIANTS)} and/or smoke")
-  variants = [t for t in tokens if t in VARIANTS]
-  if len(variants) > 1:
-    raise ValueError(f"choose one variant, got {variants}")
-  name, smoke_kwargs = VARIANTS[variants[0] if variants else "n3net"]
-  smoke = "smoke" in tokens
+  variant, smoke = parse_arg(arg, VARIANTS, default="n3net")
+  name, smoke_kwargs = VARIANTS[variant]
 
   config = denoise.get_config()
   del config.sigma

@@ -9,7 +9,6 @@ positive logit as inliers for the cheirality test, is scored by :mod:`n3jax.eval
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -97,10 +96,7 @@ def evaluate_correspondences(model: nn.Module, variables: Mapping[str, Any], *,
                        num_pairs=num_pairs, progress=progress)
   scores["seconds"] = time.perf_counter() - start
   results = {**run_info, **identity, "datasets": {name: scores}}
-  if output_dir:
-    os.makedirs(output_dir, exist_ok=True)
-    report.write_json(os.path.join(output_dir, report.RESULTS_FILE), results)
-    report.write_text(os.path.join(output_dir, "results.md"), results_markdown(results))
+  report.write_results(output_dir, results, results_markdown(results))
   return results
 
 

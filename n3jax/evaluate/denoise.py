@@ -130,9 +130,7 @@ def evaluate_denoising(model: nn.Module, variables: Mapping[str, Any], *, sigma:
     report.summarize(entry, ("psnr", "ssim", "noisy_psnr"))
     log.info("%s σ=%g: PSNR %.3f dB, SSIM %.4f", name, sigma, entry["mean_psnr"],
              entry["mean_ssim"])
-  if output_dir:
-    report.write_json(os.path.join(output_dir, "results.json"), results)
-    report.write_text(os.path.join(output_dir, "results.md"), results_markdown(results))
+  report.write_results(output_dir, results, results_markdown(results))
   return results
 
 

@@ -136,9 +136,7 @@ def evaluate_realnoise(model: nn.Module, variables: Mapping[str, Any], *,
       entry["seconds"] = time.perf_counter() - start
       log.info("%s %s: PSNR %.3f dB, SSIM %.4f (noisy %.3f dB)", name, level_name(a, b),
                entry["mean_psnr"], entry["mean_ssim"], entry["mean_noisy_psnr"])
-  if output_dir:
-    report.write_json(os.path.join(output_dir, report.RESULTS_FILE), results)
-    report.write_text(os.path.join(output_dir, "results.md"), results_markdown(results))
+  report.write_results(output_dir, results, results_markdown(results))
   return results
 
 

@@ -46,6 +46,17 @@ def _finite_or_null(obj: Any) -> Any:
 
 
 RESULTS_FILE = "results.json"
+RESULTS_TABLE = "results.md"
+
+
+def write_results(output_dir: Optional[str], results: Mapping[str, Any], markdown: str) -> None:
+  """``output_dir/results.json`` and ``output_dir/results.md`` (the folder made if needed),
+  each written atomically; nothing without an ``output_dir``."""
+  if not output_dir:
+    return
+  os.makedirs(output_dir, exist_ok=True)
+  write_json(os.path.join(output_dir, RESULTS_FILE), results)
+  write_text(os.path.join(output_dir, RESULTS_TABLE), markdown)
 
 
 def same_model(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

@@ -137,9 +137,7 @@ def evaluate_sr(model: Optional[nn.Module], variables: Optional[Mapping[str, Any
       entry["seconds"] = time.perf_counter() - start
       log.info("%s ×%d: PSNR %.3f dB, SSIM %.4f (bicubic %.3f dB)", name, scale,
                entry["mean_psnr"], entry["mean_ssim"], entry["mean_bicubic_psnr"])
-  if output_dir:
-    report.write_json(os.path.join(output_dir, "results.json"), results)
-    report.write_text(os.path.join(output_dir, "results.md"), results_markdown(results))
+  report.write_results(output_dir, results, results_markdown(results))
   return results
 
 

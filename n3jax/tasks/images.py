@@ -23,13 +23,22 @@ from n3jax.train.step import make_loss, make_p_train_step
 log = logging.getLogger(__name__)
 
 
-def _gray_validation_images(config, root: Optional[str]) -> List[Tuple[str, np.ndarray]]:
+def _validation_images(config, root: Optional[str], *, load, builtin
+                       ) -> List[Tuple[str, np.ndarray]]:
+  """``config.val_dataset`` read by ``load(name, root)``, or without a data root the
+  held-out scikit-image photos as ``builtin(uint8 gray)`` gives them; at most
+  ``config.val_max_images`` (0: all)."""
   if root is None:
-    images = [(n, _builtin_image(n, 1)[..., 0].astype(np.float32) / 255.0)
-              for n in BUILTIN_VALIDATION]
+    images = [(n, builtin(_builtin_image(n, 1)[..., 0])) for n in BUILTIN_VALIDATION]
   else:
-    images = load_denoising_set(config.val_dataset, root)
+    images = load(config.val_dataset, root)
   return images[:config.val_max_images] if config.val_max_images else images
+
+
+def _gray_validation_images(config, root: Optional[str]) -> List[Tuple[str, np.ndarray]]:
+  """Gray validation images in [0, 1] (denoising)."""
+  return _validation_images(config, root, load=load_denoising_set,
+                            builtin=lambda x: x.astype(np.float32) / 255.0)
 
 
 def validate(denoise_fn, variables: Mapping[str, Any], images, seed: int, *,
@@ -226,12 +235,7 @@ class SRTask(ImageTask):
     return make_p_train_step(model, None, loss_fn=self.loss_fn(config))
 
   def make_validation(self, model, config, root) -> Optional[Validation]:
-    if root is None:
-      images = [(n, _builtin_image(n, 1)[..., 0]) for n in BUILTIN_VALIDATION]
-    else:
-      images = load_sr_set(config.val_dataset, root)
-    if config.val_max_images:
-      images = images[:config.val_max_images]
+    images = _validation_images(config, root, load=load_sr_set, builtin=lambda x: x)
     pairs = [(name, s, *sisr.degrade(hr, s)) for s in config.val_scales for name, hr in images]
     pairs = [(*p, sisr.sr_scores(p[3], p[2], p[1])[0]) for p in pairs]
     fn = sisr.make_sr_fn(model)
